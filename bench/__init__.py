@@ -1,0 +1,1 @@
+"""imagen-bench: evaluation harness for text-to-image diffusion. Nothing happens at import time."""

@@ -1,0 +1,219 @@
+"""Fréchet distance (FID when the features are Inception-v3 pool3) from additive float64 states.
+
+    FD = ||mu_1 - mu_2||^2 + Tr(Sigma_1 + Sigma_2 - 2 (Sigma_1 Sigma_2)^(1/2))
+
+with unbiased covariances (divide by n - 1), as pytorch-fid, torch-fidelity, torchmetrics and
+edm compute it. The state is ``n``, ``sum`` and ``sum_outer`` (sum of x x^T) in float64, so
+shards combine by adding them (``merge``) and a float32 input never changes the result beyond
+its own rounding. The matrix square root is ``scipy.linalg.sqrtm``; like edm and pytorch-fid we
+keep its real part (a small imaginary part is numerical noise of a near-singular product) and
+warn when the imaginary part is not small.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.linalg
+
+from .bootstrap import percentile_interval, resample_counts
+
+log = logging.getLogger(__name__)
+
+IMAG_TOL = 1e-3  # pytorch-fid's tolerance on the imaginary part of diag(sqrtm)
+
+
+def _as_float64(features: Any) -> np.ndarray:
+    if hasattr(features, "detach"):  # torch tensor
+        features = features.detach().cpu().double().numpy()
+    x = np.asarray(features, dtype=np.float64)
+    if x.ndim != 2:
+        raise ValueError(f"features must be 2-D (N, D), got shape {x.shape}")
+    return x
+
+
+class FrechetStats:
+    """Additive float64 state of a feature set: ``n``, ``sum`` (D,), ``sum_outer`` (D, D)."""
+
+    def __init__(self, dim: int) -> None:
+        self.dim = int(dim)
+        self.reset()
+
+    def reset(self) -> None:
+        self.n = 0
+        self.sum = np.zeros(self.dim, dtype=np.float64)
+        self.sum_outer = np.zeros((self.dim, self.dim), dtype=np.float64)
+
+    def update(self, features: Any) -> "FrechetStats":
+        """Add a batch of features (N, D), any float dtype (torch or numpy); accumulates in float64."""
+        x = _as_float64(features)
+        if x.shape[1] != self.dim:
+            raise ValueError(f"features have dim {x.shape[1]}, stats expect {self.dim}")
+        self.n += x.shape[0]
+        self.sum += x.sum(axis=0)
+        self.sum_outer += x.T @ x
+        return self
+
+    def merge(self, other: "FrechetStats") -> "FrechetStats":
+        """Add another state (e.g. another shard) into this one."""
+        if other.dim != self.dim:
+            raise ValueError(f"cannot merge stats of dim {other.dim} into dim {self.dim}")
+        self.n += other.n
+        self.sum += other.sum
+        self.sum_outer += other.sum_outer
+        return self
+
+    @classmethod
+    def from_features(cls, features: Any) -> "FrechetStats":
+        x = _as_float64(features)
+        return cls(x.shape[1]).update(x)
+
+    @property
+    def mu(self) -> np.ndarray:
+        if self.n < 1:
+            raise ValueError("Fréchet stats are empty")
+        return self.sum / self.n
+
+    @property
+    def sigma(self) -> np.ndarray:
+        """Unbiased covariance (n - 1 in the denominator)."""
+        if self.n < 2:
+            raise ValueError(f"need at least 2 samples for a covariance, have {self.n}")
+        mu = self.mu
+        return (self.sum_outer - self.n * np.outer(mu, mu)) / (self.n - 1)
+
+    def compute(self, other: "FrechetStats | tuple[np.ndarray, np.ndarray]") -> float:
+        """Fréchet distance to ``other`` (stats, or a ``(mu, sigma)`` pair such as reference stats)."""
+        mu2, sigma2 = (other.mu, other.sigma) if isinstance(other, FrechetStats) else other
+        return frechet_distance(self.mu, self.sigma, np.asarray(mu2, np.float64), np.asarray(sigma2, np.float64))
+
+    def to_arrays(self, prefix: str = "") -> dict[str, np.ndarray]:
+        return {f"{prefix}n": np.asarray(self.n, dtype=np.int64), f"{prefix}sum": self.sum,
+                f"{prefix}sum_outer": self.sum_outer}
+
+    @classmethod
+    def from_arrays(cls, arrays: Any, prefix: str = "") -> "FrechetStats":
+        s = cls(int(np.asarray(arrays[f"{prefix}sum"]).shape[0]))
+        s.n = int(arrays[f"{prefix}n"])
+        s.sum = np.asarray(arrays[f"{prefix}sum"], dtype=np.float64).copy()
+        s.sum_outer = np.asarray(arrays[f"{prefix}sum_outer"], dtype=np.float64).copy()
+        return s
+
+    def save(self, path: str | Path, meta: dict[str, Any] | None = None) -> None:
+        """Write ``n, sum, sum_outer, mu, sigma`` (float64) and JSON ``meta`` to an .npz, atomically."""
+        arrays = self.to_arrays()
+        if self.n >= 2:
+            arrays.update(mu=self.mu, sigma=self.sigma)
+        arrays["meta"] = np.asarray(json.dumps(meta or {}, sort_keys=True))
+        atomic_savez(Path(path), arrays)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "FrechetStats":
+        with np.load(Path(path), allow_pickle=False) as z:
+            return cls.from_arrays(z)
+
+
+def atomic_savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """``np.savez`` to a temporary file in the same folder, then rename: never a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp.npz", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _sqrtm(a: np.ndarray) -> np.ndarray:
+    """scipy's sqrtm; its singular-matrix warning is handled by the caller (non-finite / imaginary checks)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", scipy.linalg.LinAlgWarning)
+        return scipy.linalg.sqrtm(a)
+
+
+def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray,
+                     eps: float = 1e-6) -> float:
+    """FD between N(mu1, sigma1) and N(mu2, sigma2); ``scipy.linalg.sqrtm`` for (sigma1 sigma2)^(1/2).
+
+    A non-finite square root (singular product) is retried with ``eps`` added to the diagonals, as
+    pytorch-fid does; the real part is kept (edm, pytorch-fid), with a warning if the imaginary part
+    of its diagonal exceeds 1e-3.
+    """
+    mu1, mu2 = np.atleast_1d(mu1).astype(np.float64), np.atleast_1d(mu2).astype(np.float64)
+    sigma1, sigma2 = np.atleast_2d(sigma1).astype(np.float64), np.atleast_2d(sigma2).astype(np.float64)
+    if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape:
+        raise ValueError(f"shape mismatch: mu {mu1.shape} vs {mu2.shape}, sigma {sigma1.shape} vs {sigma2.shape}")
+    diff = mu1 - mu2
+    covmean = _sqrtm(sigma1 @ sigma2)
+    if not np.isfinite(covmean).all():
+        log.warning("FD: sqrtm of a singular product; adding %g to the covariance diagonals", eps)
+        offset = np.eye(sigma1.shape[0]) * eps
+        covmean = _sqrtm((sigma1 + offset) @ (sigma2 + offset))
+    if np.iscomplexobj(covmean):
+        imag = float(np.max(np.abs(np.diagonal(covmean).imag)))
+        if imag > IMAG_TOL:
+            log.warning("FD: sqrtm has an imaginary component up to %.3g (kept the real part); "
+                        "the covariances are near-singular: use more images", imag)
+        covmean = covmean.real
+    return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * np.trace(covmean))
+
+
+@dataclass
+class FrechetReference:
+    """Fixed reference (mu, sigma) with sigma^(1/2) precomputed, for many FDs against one reference.
+
+    ``distance_eigh`` uses Tr((S_r S)^(1/2)) = sum sqrt(eig(S_r^(1/2) S S_r^(1/2))) (a symmetric
+    eigenproblem, several times faster than ``sqrtm``): the same quantity, used for bootstrap
+    resamples; the reported point estimate uses ``frechet_distance`` (sqrtm).
+    """
+
+    mu: np.ndarray
+    sigma: np.ndarray
+
+    def __post_init__(self) -> None:
+        w, v = np.linalg.eigh(self.sigma)
+        self.sqrt_sigma = (v * np.sqrt(np.clip(w, 0.0, None))) @ v.T
+        self.trace_sigma = float(np.trace(self.sigma))
+
+    @classmethod
+    def from_stats(cls, stats: FrechetStats) -> "FrechetReference":
+        return cls(stats.mu, stats.sigma)
+
+    def distance(self, stats: FrechetStats) -> float:
+        return stats.compute((self.mu, self.sigma))
+
+    def distance_eigh(self, mu: np.ndarray, sigma: np.ndarray) -> float:
+        m = self.sqrt_sigma @ sigma @ self.sqrt_sigma
+        ev = np.linalg.eigvalsh((m + m.T) / 2)
+        diff = mu - self.mu
+        return float(diff @ diff + np.trace(sigma) + self.trace_sigma - 2.0 * np.sqrt(np.clip(ev, 0, None)).sum())
+
+
+def fd_bootstrap(features: Any, ref: FrechetReference, n_resamples: int, seed: int = 0,
+                 level: float = 0.95) -> tuple[float, float]:
+    """Percentile-bootstrap interval of FD over the generated images, the reference held fixed.
+
+    Each resample draws N images with replacement and rebuilds the additive state from counts
+    (sum = c^T X, sum_outer = X^T diag(c) X). Duplicates lower the resampled diversity, so at small
+    N the interval lies above the point estimate: read it as the spread of FD at this N.
+    Returns (nan, nan) when ``n_resamples`` is 0 or N < 2.
+    """
+    x = _as_float64(features)
+    n = x.shape[0]
+    if n_resamples <= 0 or n < 2:
+        return float("nan"), float("nan")
+    values = []
+    for c in resample_counts(n, n_resamples, seed):
+        mu = c @ x / n
+        sigma = (x.T @ (x * c[:, None]) - n * np.outer(mu, mu)) / (n - 1)
+        values.append(ref.distance_eigh(mu, sigma))
+    return percentile_interval(np.asarray(values), level)

@@ -1,0 +1,430 @@
+"""Export DrawBench pairs for blinded side-by-side human rating.
+
+    python -m bench.pairs a=RUN_DIR b=RUN_DIR out=DIR [k=4 seed=0 guidance_weight_a=W ...]
+
+DrawBench is judged by people (Imagen, Saharia et al. 2022): raters see a
+set of images from model A and a set from model B for the same prompt and answer two
+questions, "which set is of higher quality?" and "which set better represents the
+caption?", each with A / indifferent / B. This module pairs two runs' images by
+``prompt_id`` and ``sample_index`` (the same per-image seeds when the runs used the same
+seed), takes ``k`` images per side, randomises left/right per pair with ``seed`` and
+writes, under ``DIR``:
+
+- ``img/``: the images, re-encoded as plain PNG (metadata stripped) under names derived
+  from their pixels only, so a name reveals nothing about the run;
+- ``pairs.csv``: blinded (pair_id, prompt_id, prompt, category, left/right images);
+- ``mturk.csv``: one row per pair with image URLs (``base_url`` + relative path);
+- ``index.html``: a self-contained rating page (see ``bench/web/rate.html``);
+- ``key.csv``: the unblinding key (which side is A). Keep it, and ``.hydra/``, away from
+  raters: publish only ``index.html`` and ``img/``.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import math
+import os
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from PIL import Image
+
+Side = Literal["left", "right"]
+
+MANIFEST_COLUMNS = ("path", "prompt_id", "prompt", "category", "guidance_weight", "sample_index")
+PAIRS_COLUMNS = ("pair_id", "prompt_id", "prompt", "category", "left_images", "right_images", "export_id")
+KEY_COLUMNS = ("pair_id", "prompt_id", "a_side", "left_model", "right_model", "left_run",
+               "left_guidance_weight", "right_run", "right_guidance_weight")
+JSON_PLACEHOLDER = "__PAIRS_JSON__"
+TEMPLATE = Path(__file__).parent / "web" / "rate.html"  # package data
+_MAX_LISTED = 10
+
+
+class PairsError(ValueError):
+    """A run directory or export cannot be paired; the message names the file and what to do."""
+
+
+@dataclass(frozen=True)
+class ManifestImage:
+    """One manifest row of a run: the image's absolute ``path`` and where it came from."""
+
+    path: Path
+    prompt_id: str
+    prompt: str
+    category: str
+    guidance_weight: float
+    sample_index: int
+    line: int
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One prompt's comparison: ``k`` images from run A and from run B, and the side A is shown on."""
+
+    prompt_id: str
+    prompt: str
+    category: str
+    a_images: tuple[ManifestImage, ...]
+    b_images: tuple[ManifestImage, ...]
+    a_side: Side
+
+
+@dataclass(frozen=True)
+class BlindPair:
+    """A row of ``pairs.csv``: what raters may see (image paths relative to the export)."""
+
+    pair_id: str
+    prompt_id: str
+    prompt: str
+    category: str
+    left_images: tuple[str, ...]
+    right_images: tuple[str, ...]
+    export_id: str
+
+
+@dataclass(frozen=True)
+class KeyRow:
+    """A row of ``key.csv``: which side of a pair shows model A."""
+
+    pair_id: str
+    prompt_id: str
+    a_side: Side
+    left_run: str
+    right_run: str
+    left_guidance_weight: str = ""
+    right_guidance_weight: str = ""
+
+    def run_label(self, model: Literal["A", "B"]) -> str:
+        """``RUN_DIR (w=W)`` of model A or B."""
+        left = (model == "A") == (self.a_side == "left")
+        run, w = (self.left_run, self.left_guidance_weight) if left else (self.right_run, self.right_guidance_weight)
+        return f"{run} (w={w})" if w else run
+
+
+@dataclass(frozen=True)
+class Export:
+    """What :func:`export_pairs` wrote."""
+
+    out: Path
+    export_id: str
+    num_pairs: int
+    k: int
+    guidance_weight_a: float
+    guidance_weight_b: float
+
+
+# ---------------------------------------------------------------- reading runs
+
+def read_manifest(run_dir: str | os.PathLike) -> list[ManifestImage]:
+    """The rows of ``RUN/manifest.csv``; errors name the file and line."""
+    run = Path(run_dir)
+    path = run / "manifest.csv"
+    if not path.is_file():
+        raise PairsError(f"{path}: not found (is {run} a run directory written by bench.run?)")
+    rows: list[ManifestImage] = []
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        missing = [c for c in MANIFEST_COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise PairsError(f"{path}: missing column(s) {', '.join(missing)}")
+        for rec in reader:
+            line = reader.line_num
+            try:
+                weight = float(rec["guidance_weight"])
+                sample = int(rec["sample_index"])
+            except (TypeError, ValueError):
+                raise PairsError(f"{path}, line {line}: guidance_weight {rec['guidance_weight']!r} / "
+                                 f"sample_index {rec['sample_index']!r} are not numbers") from None
+            if not rec["prompt_id"] or not rec["path"]:
+                raise PairsError(f"{path}, line {line}: empty prompt_id or path")
+            rows.append(ManifestImage(run / rec["path"], rec["prompt_id"], rec["prompt"], rec["category"],
+                                      weight, sample, line))
+    if not rows:
+        raise PairsError(f"{path}: no images")
+    return rows
+
+
+def select_weight(rows: list[ManifestImage], weight: float | None, run_dir: str | os.PathLike,
+                  key: str = "guidance_weight") -> float:
+    """The guidance weight to use from a run: ``weight`` if the run has it, else the run's only one."""
+    available = sorted({r.guidance_weight for r in rows})
+    listed = ", ".join(f"{w:g}" for w in available)
+    if weight is None:
+        if len(available) == 1:
+            return available[0]
+        raise PairsError(f"run {run_dir} has images at several guidance weights ({listed}); "
+                         f"choose one with {key}=W")
+    for w in available:
+        if math.isclose(w, float(weight), rel_tol=1e-9, abs_tol=1e-9):
+            return w
+    raise PairsError(f"{key}={weight:g}: run {run_dir} has no images at that weight (available: {listed})")
+
+
+def _by_prompt(rows: list[ManifestImage], weight: float, run: str) -> dict[str, dict[int, ManifestImage]]:
+    out: dict[str, dict[int, ManifestImage]] = {}
+    for r in rows:
+        if r.guidance_weight != weight:
+            continue
+        samples = out.setdefault(r.prompt_id, {})
+        if r.sample_index in samples:
+            raise PairsError(f"{run}/manifest.csv, line {r.line}: duplicate image for prompt {r.prompt_id!r}, "
+                             f"sample_index {r.sample_index}, guidance_weight {weight:g} "
+                             f"(first at line {samples[r.sample_index].line})")
+        samples[r.sample_index] = r
+    return out
+
+
+def _listed(ids: list[str]) -> str:
+    more = f" (and {len(ids) - _MAX_LISTED} more)" if len(ids) > _MAX_LISTED else ""
+    return ", ".join(ids[:_MAX_LISTED]) + more
+
+
+def build_pairs(a: str | os.PathLike, b: str | os.PathLike, *, k: int = 4, seed: int = 0,
+                guidance_weight_a: float | None = None,
+                guidance_weight_b: float | None = None) -> tuple[list[Pair], float, float]:
+    """Pair runs ``a`` and ``b`` prompt by prompt, in a seeded random order with seeded sides.
+
+    Each side gets the images of the ``k`` smallest sample indices both runs have for the
+    prompt, in the same order (image i on the left and on the right share a sample index).
+    Returns the pairs and the two guidance weights used.
+    """
+    if k < 1:
+        raise PairsError(f"k={k}: need at least one image per side")
+    rows_a, rows_b = read_manifest(a), read_manifest(b)
+    w_a = select_weight(rows_a, guidance_weight_a, a, "guidance_weight_a")
+    w_b = select_weight(rows_b, guidance_weight_b, b, "guidance_weight_b")
+    pa, pb = _by_prompt(rows_a, w_a, str(a)), _by_prompt(rows_b, w_b, str(b))
+    only_a = [p for p in pa if p not in pb]
+    only_b = [p for p in pb if p not in pa]
+    if only_a or only_b:
+        parts = []
+        if only_a:
+            parts.append(f"{len(only_a)} prompt(s) of run A are missing from run B: {_listed(only_a)}")
+        if only_b:
+            parts.append(f"{len(only_b)} prompt(s) of run B are missing from run A: {_listed(only_b)}")
+        raise PairsError(f"runs {a} and {b} do not cover the same prompts: " + "; ".join(parts))
+    short, differ = [], []
+    chosen: list[tuple[list[ManifestImage], list[ManifestImage]]] = []
+    for pid, sa in pa.items():
+        sb = pb[pid]
+        common = sorted(set(sa) & set(sb))
+        if len(common) < k:
+            short.append(f"{pid} ({len(common)})")
+        ia, ib = [sa[i] for i in common[:k]], [sb[i] for i in common[:k]]
+        if ia and ib and ia[0].prompt != ib[0].prompt:
+            differ.append(pid)
+        chosen.append((ia, ib))
+    if differ:
+        raise PairsError(f"runs {a} and {b} give different prompt texts for the same prompt_id: {_listed(differ)}")
+    if short:
+        raise PairsError(f"k={k} images per side, but {len(short)} prompt(s) have fewer samples shared by both "
+                         f"runs (count in brackets): {_listed(short)}; lower k or sample more images")
+    rng = random.Random(seed)
+    order = list(range(len(chosen)))
+    rng.shuffle(order)
+    pairs = []
+    for i in order:
+        ia, ib = chosen[i]
+        side: Side = "left" if rng.random() < 0.5 else "right"
+        pairs.append(Pair(ia[0].prompt_id, ia[0].prompt, ia[0].category, tuple(ia), tuple(ib), side))
+    return pairs, w_a, w_b
+
+
+# ---------------------------------------------------------------- writing the export
+
+def _load_rgb(src: Path) -> Image.Image:
+    try:
+        with Image.open(src) as im:
+            return im.convert("RGB")
+    except (OSError, ValueError) as e:
+        raise PairsError(f"{src}: cannot read image ({e})") from None
+
+
+def opaque_name(img: Image.Image) -> str:
+    """The export's name for an image: a hash of its size and RGB pixels alone."""
+    digest = hashlib.sha256(f"{img.width}x{img.height}:".encode() + img.convert("RGB").tobytes()).hexdigest()
+    return f"{digest[:24]}.png"
+
+
+def _plain_png(img: Image.Image) -> bytes:
+    """``img`` as a PNG without metadata (no text chunks naming a model)."""
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _atomic_write(path: Path, data: bytes | str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    if isinstance(data, str):
+        data = data.encode("utf-8")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def _csv_text(header: tuple[str, ...] | list[str], rows: list[list[str]]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(header)
+    w.writerows(rows)
+    return buf.getvalue()
+
+
+def script_json(data: object) -> str:
+    """JSON safe inside an HTML ``<script>`` element: ``<``, ``>`` and ``&`` are \\u-escaped,
+    so no string (e.g. a prompt holding ``</script>``) can close the element."""
+    text = json.dumps(data, ensure_ascii=True, separators=(",", ":"))
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+def render_rating_page(pairs: list[BlindPair], export_id: str) -> str:
+    """The self-contained rating page (``bench/web/rate.html``) with the pairs embedded."""
+    template = TEMPLATE.read_text(encoding="utf-8")
+    if template.count(JSON_PLACEHOLDER) != 1:
+        raise RuntimeError(f"bench/web/rate.html must contain {JSON_PLACEHOLDER} exactly once")
+    data = {"export_id": export_id,
+            "pairs": [{"pair_id": p.pair_id, "prompt": p.prompt, "left": list(p.left_images),
+                       "right": list(p.right_images)} for p in pairs]}
+    return template.replace(JSON_PLACEHOLDER, script_json(data))
+
+
+def _join_url(base_url: str, rel: str) -> str:
+    return base_url.rstrip("/") + "/" + rel if base_url else rel
+
+
+def export_pairs(a: str | os.PathLike, b: str | os.PathLike, out: str | os.PathLike, *, k: int = 4,
+                 seed: int = 0, guidance_weight_a: float | None = None, guidance_weight_b: float | None = None,
+                 base_url: str = "", overwrite: bool = False) -> Export:
+    """Write the blinded export of runs ``a`` vs ``b`` into ``out`` (see the module docstring).
+
+    The same inputs and seed give byte-identical files. An existing, different export in
+    ``out`` is kept unless ``overwrite`` (ratings collected on it would no longer match).
+    """
+    pairs, w_a, w_b = build_pairs(a, b, k=k, seed=seed, guidance_weight_a=guidance_weight_a,
+                                  guidance_weight_b=guidance_weight_b)
+    out = Path(out)
+    img_dir = out / "img"
+    names: dict[Path, str] = {}
+    for p in pairs:
+        for im in p.a_images + p.b_images:
+            if im.path not in names:
+                names[im.path] = opaque_name(_load_rgb(im.path))
+    rel = {src: f"img/{name}" for src, name in names.items()}
+    sides = []
+    for p in pairs:
+        a_rel, b_rel = tuple(rel[i.path] for i in p.a_images), tuple(rel[i.path] for i in p.b_images)
+        sides.append((a_rel, b_rel) if p.a_side == "left" else (b_rel, a_rel))
+    content = [[p.prompt_id, p.prompt, p.category, list(left), list(right)] for p, (left, right) in zip(pairs, sides)]
+    export_id = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
+    blind = [BlindPair(f"{export_id[:8]}-{n:03d}", p.prompt_id, p.prompt, p.category, left, right, export_id)
+             for n, (p, (left, right)) in enumerate(zip(pairs, sides), start=1)]
+
+    pairs_csv = _csv_text(PAIRS_COLUMNS, [[q.pair_id, q.prompt_id, q.prompt, q.category, " ".join(q.left_images),
+                                           " ".join(q.right_images), export_id] for q in blind])
+    old = out / "pairs.csv"
+    if old.is_file() and old.read_text(encoding="utf-8") != pairs_csv and not overwrite:
+        raise PairsError(f"{out} already holds a different export (ratings collected on it would no longer "
+                         f"match its pairs); choose another out=DIR or pass overwrite=true")
+    out.mkdir(parents=True, exist_ok=True)
+    img_dir.mkdir(exist_ok=True)
+    for src, name in names.items():
+        if not (img_dir / name).is_file():
+            _atomic_write(img_dir / name, _plain_png(_load_rgb(src)))
+    keep = set(names.values())
+    for stale in img_dir.glob("*.png"):  # images of a previous export that was overwritten
+        if stale.name not in keep:
+            stale.unlink()
+
+    runs = {"A": (str(Path(a).resolve()), f"{w_a:g}"), "B": (str(Path(b).resolve()), f"{w_b:g}")}
+    key_rows = []
+    for q, p in zip(blind, pairs):
+        left, right = ("A", "B") if p.a_side == "left" else ("B", "A")
+        key_rows.append([q.pair_id, q.prompt_id, p.a_side, left, right, runs[left][0], runs[left][1],
+                         runs[right][0], runs[right][1]])
+    mturk_header = ["pair_id", "prompt"] + [f"left_image_{i}" for i in range(1, k + 1)] + \
+                   [f"right_image_{i}" for i in range(1, k + 1)]
+    mturk_rows = [[q.pair_id, q.prompt] + [_join_url(base_url, r) for r in q.left_images + q.right_images]
+                  for q in blind]
+    _atomic_write(out / "pairs.csv", pairs_csv)
+    _atomic_write(out / "mturk.csv", _csv_text(mturk_header, mturk_rows))
+    _atomic_write(out / "index.html", render_rating_page(blind, export_id))
+    _atomic_write(out / "key.csv", _csv_text(KEY_COLUMNS, key_rows))
+    return Export(out, export_id, len(blind), k, w_a, w_b)
+
+
+# ---------------------------------------------------------------- reading an export
+
+def read_pairs(out: str | os.PathLike) -> list[BlindPair]:
+    """The blinded pairs of an export directory (``DIR/pairs.csv``)."""
+    path = Path(out) / "pairs.csv"
+    if not path.is_file():
+        raise PairsError(f"{path}: not found (is {out} a directory written by bench.pairs?)")
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        missing = [c for c in PAIRS_COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise PairsError(f"{path}: missing column(s) {', '.join(missing)}")
+        return [BlindPair(r["pair_id"], r["prompt_id"], r["prompt"], r["category"],
+                          tuple(r["left_images"].split()), tuple(r["right_images"].split()), r["export_id"])
+                for r in reader]
+
+
+def read_key(out: str | os.PathLike) -> dict[str, KeyRow]:
+    """The unblinding key of an export directory (``DIR/key.csv``), by pair id."""
+    path = Path(out) / "key.csv"
+    if not path.is_file():
+        raise PairsError(f"{path}: not found; the unblinding key is needed to turn left/right into A/B")
+    key: dict[str, KeyRow] = {}
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        missing = [c for c in ("pair_id", "a_side", "left_run", "right_run") if c not in (reader.fieldnames or [])]
+        if missing:
+            raise PairsError(f"{path}: missing column(s) {', '.join(missing)}")
+        for r in reader:
+            if r["a_side"] not in ("left", "right"):
+                raise PairsError(f"{path}, line {reader.line_num}: a_side must be left or right, "
+                                 f"got {r['a_side']!r}")
+            key[r["pair_id"]] = KeyRow(r["pair_id"], r.get("prompt_id", ""), r["a_side"],  # type: ignore[arg-type]
+                                       r["left_run"], r["right_run"], r.get("left_guidance_weight", ""),
+                                       r.get("right_guidance_weight", ""))
+    return key
+
+
+def missing_arguments(argv: list[str], required: tuple[str, ...]) -> list[str]:
+    """The ``required`` Hydra keys that no ``key=value`` override in ``argv`` sets."""
+    given = {a.lstrip("+").split("=", 1)[0] for a in argv if "=" in a and not a.startswith("-")}
+    return [k for k in required if k not in given]
+
+
+def main() -> None:
+    import sys
+
+    import hydra
+    from omegaconf import DictConfig
+
+    missing = missing_arguments(sys.argv[1:], ("a", "b", "out"))
+    if missing and not any(a.startswith("-") for a in sys.argv[1:]):  # leave --help, --cfg ... to Hydra
+        raise SystemExit(f"bench.pairs: missing {', '.join(missing)}; "
+                         "usage: python -m bench.pairs a=RUN_DIR b=RUN_DIR out=DIR [k=4 seed=0 ...]")
+
+    @hydra.main(version_base="1.3", config_path="../conf", config_name="pairs")
+    def _main(cfg: DictConfig) -> None:
+        try:
+            ex = export_pairs(str(cfg.a), str(cfg.b), str(cfg.out), k=int(cfg.k), seed=int(cfg.seed),
+                              guidance_weight_a=cfg.guidance_weight_a, guidance_weight_b=cfg.guidance_weight_b,
+                              base_url=str(cfg.base_url or ""), overwrite=bool(cfg.overwrite))
+        except PairsError as e:
+            raise SystemExit(f"bench.pairs: {e}") from None
+        print(f"{ex.num_pairs} pairs ({ex.k} images per side; A at w={ex.guidance_weight_a:g}, "
+              f"B at w={ex.guidance_weight_b:g}), export {ex.export_id}")
+        print(f"rating page: {(ex.out / 'index.html').resolve().as_uri()}")
+        print(f"unblinding key: {ex.out / 'key.csv'} (do not share with raters)")
+
+    _main()
+
+
+if __name__ == "__main__":
+    main()

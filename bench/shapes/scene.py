@@ -1,0 +1,151 @@
+"""Scenes of coloured shapes with captions mirroring DrawBench's Colors, Counting and
+Positional categories, and the ground truth needed to score a generated image exactly.
+
+Coordinates are fractions of the canvas (0..1, y down), so one scene renders at any
+resolution.
+"""
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import asdict, dataclass, field
+from typing import Literal
+
+COLORS: dict[str, tuple[int, int, int]] = {
+    "red": (220, 40, 40),
+    "green": (40, 170, 60),
+    "blue": (40, 80, 220),
+    "yellow": (240, 200, 30),
+    "purple": (150, 60, 190),
+    "orange": (245, 130, 20),
+}
+BACKGROUND: tuple[int, int, int] = (240, 240, 240)
+SHAPES = ("circle", "square", "triangle")
+RELATIONS = ("left of", "right of", "above", "below")
+COUNT_WORDS = {1: "one", 2: "two", 3: "three", 4: "four"}
+PLURAL = {"circle": "circles", "square": "squares", "triangle": "triangles"}
+
+Category = Literal["Colors", "Counting", "Positional"]
+CATEGORY_MIX: dict[str, float] = {"Colors": 0.3, "Counting": 0.35, "Positional": 0.35}
+SIZE_RANGE = (0.22, 0.3)  # bounding-box side as a fraction of the canvas
+
+
+@dataclass(frozen=True)
+class ShapeObject:
+    shape: str
+    color: str
+    cx: float
+    cy: float
+    size: float
+
+
+@dataclass(frozen=True)
+class Scene:
+    category: str
+    objects: tuple[ShapeObject, ...]
+    relation: str | None = None  # Positional: objects[0] <relation> objects[1]
+    count: int | None = None     # Counting: how many of objects[0]'s kind
+    caption: str = field(default="", compare=False)
+
+    def to_json(self) -> str:
+        return json.dumps({"category": self.category, "relation": self.relation, "count": self.count,
+                           "objects": [asdict(o) for o in self.objects]}, sort_keys=True)
+
+    @staticmethod
+    def from_json(text: str, caption: str = "") -> "Scene":
+        d = json.loads(text)
+        return Scene(d["category"], tuple(ShapeObject(**o) for o in d["objects"]), d.get("relation"),
+                     d.get("count"), caption)
+
+
+def _place(rng: random.Random, sizes: list[float], tries: int = 200) -> list[tuple[float, float]]:
+    """Non-overlapping centres with a clear gap, so every object is one connected component."""
+    for _ in range(tries):
+        pts: list[tuple[float, float]] = []
+        for s in sizes:
+            for _ in range(50):
+                x, y = rng.uniform(s / 2 + 0.04, 1 - s / 2 - 0.04), rng.uniform(s / 2 + 0.04, 1 - s / 2 - 0.04)
+                if all(max(abs(x - px), abs(y - py)) > (s + ps) / 2 + 0.06 for (px, py), ps in zip(pts, sizes)):
+                    pts.append((x, y))
+                    break
+            else:
+                break
+        if len(pts) == len(sizes):
+            return pts
+    raise RuntimeError("could not place objects")
+
+
+def _place_pair(rng: random.Random, relation: str, s0: float, s1: float) -> list[tuple[float, float]]:
+    """Centres for 'A <relation> B': a clear offset on the relation's axis, a small one across it."""
+    while True:
+        lo0, hi0 = s0 / 2 + 0.04, 1 - s0 / 2 - 0.04
+        lo1, hi1 = s1 / 2 + 0.04, 1 - s1 / 2 - 0.04
+        a_main, b_main = rng.uniform(lo0, hi0), rng.uniform(lo1, hi1)
+        gap = (s0 + s1) / 2 + 0.1
+        first_smaller = relation in ("left of", "above")
+        if (b_main - a_main if first_smaller else a_main - b_main) < gap:
+            continue
+        across = rng.uniform(max(lo0, lo1), min(hi0, hi1))
+        a_x, b_x = across + rng.uniform(-0.05, 0.05), across + rng.uniform(-0.05, 0.05)
+        a_x, b_x = min(max(a_x, lo0), hi0), min(max(b_x, lo1), hi1)
+        if relation in ("left of", "right of"):
+            return [(a_main, a_x), (b_main, b_x)]
+        return [(a_x, a_main), (b_x, b_main)]
+
+
+def _article(word: str) -> str:
+    return "an" if word[0] in "aeiou" else "a"
+
+
+def scene_caption(scene: Scene) -> str:
+    o = scene.objects
+    if scene.category == "Counting":
+        n = scene.count or len(o)
+        noun = o[0].shape if n == 1 else PLURAL[o[0].shape]
+        return f"{COUNT_WORDS[n]} {o[0].color} {noun}"
+    if scene.category == "Positional":
+        rel = scene.relation if scene.relation in ("above", "below") else f"to the {scene.relation}"
+        return (f"{_article(o[0].color)} {o[0].color} {o[0].shape} {rel} "
+                f"{_article(o[1].color)} {o[1].color} {o[1].shape}")
+    parts = [f"{_article(x.color)} {x.color} {x.shape}" for x in o]
+    return " and ".join(parts)
+
+
+def sample_scene(rng: random.Random, category: str | None = None) -> Scene:
+    """Draw a random scene (and its caption) from the shapes grammar."""
+    if category is None:
+        category = rng.choices(list(CATEGORY_MIX), weights=list(CATEGORY_MIX.values()))[0]
+    colors, shapes = list(COLORS), list(SHAPES)
+    size = lambda: rng.uniform(*SIZE_RANGE)  # noqa: E731
+    if category == "Counting":
+        n = rng.randint(1, 4)
+        shape, color = rng.choice(shapes), rng.choice(colors)
+        s = size()
+        pts = _place(rng, [s] * n)
+        objs = tuple(ShapeObject(shape, color, x, y, s) for x, y in pts)
+        scene = Scene("Counting", objs, count=n)
+    elif category == "Positional":
+        relation = rng.choice(RELATIONS)
+        while True:
+            a = (rng.choice(shapes), rng.choice(colors))
+            b = (rng.choice(shapes), rng.choice(colors))
+            if a != b:
+                break
+        s0, s1 = size(), size()
+        (x0, y0), (x1, y1) = _place_pair(rng, relation, s0, s1)
+        objs = (ShapeObject(a[0], a[1], x0, y0, s0), ShapeObject(b[0], b[1], x1, y1, s1))
+        scene = Scene("Positional", objs, relation=relation)
+    elif category == "Colors":
+        n = 1 if rng.random() < 0.6 else 2
+        kinds = []
+        while len(kinds) < n:
+            k = (rng.choice(shapes), rng.choice(colors))
+            if k not in kinds and (not kinds or k[1] != kinds[0][1]):
+                kinds.append(k)
+        sizes = [size() for _ in kinds]
+        pts = _place(rng, sizes)
+        objs = tuple(ShapeObject(k[0], k[1], x, y, s) for k, (x, y), s in zip(kinds, pts, sizes))
+        scene = Scene("Colors", objs)
+    else:
+        raise ValueError(f"unknown shapes category {category!r}")
+    return Scene(scene.category, scene.objects, scene.relation, scene.count, scene_caption(scene))

@@ -1,0 +1,50 @@
+"""Continuous-time Gaussian diffusion with the cosine schedule (Nichol & Dhariwal 2021).
+
+x_t = alpha_t * x_0 + sigma_t * eps, alpha_t^2 + sigma_t^2 = 1, t in [0, 1].
+Imagen trains in continuous time with a cosine schedule (paper appendix A, B).
+"""
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+
+Prediction = Literal["eps", "v"]
+_S = 0.008
+_T_MAX = 0.9946  # alpha_bar(t) ~ 1.6e-4 here; avoids alpha = 0 at t = 1
+
+
+def alpha_sigma(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """alpha_t, sigma_t of the cosine schedule: alpha_bar(t) = cos^2((t + s) / (1 + s) * pi / 2)."""
+    t = t.clamp(0.0, 1.0) * _T_MAX
+    alpha = torch.cos((t + _S) / (1 + _S) * math.pi / 2) / math.cos(_S / (1 + _S) * math.pi / 2)
+    alpha = alpha.clamp(0.0, 1.0)
+    return alpha, (1 - alpha**2).clamp(min=0.0).sqrt()
+
+
+def _bc(a: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    return a.view(-1, *([1] * (x.ndim - 1)))
+
+
+def q_sample(x0: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+    """Forward process q(x_t | x_0)."""
+    alpha, sigma = alpha_sigma(t)
+    return _bc(alpha, x0) * x0 + _bc(sigma, x0) * eps
+
+
+def training_target(x0: torch.Tensor, eps: torch.Tensor, t: torch.Tensor, prediction: Prediction) -> torch.Tensor:
+    """eps, or v = alpha_t * eps - sigma_t * x_0 (Salimans & Ho 2022)."""
+    if prediction == "eps":
+        return eps
+    alpha, sigma = alpha_sigma(t)
+    return _bc(alpha, x0) * eps - _bc(sigma, x0) * x0
+
+
+def to_x0_eps(out: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, prediction: Prediction) -> tuple[torch.Tensor, torch.Tensor]:
+    """Model output -> (x0_pred, eps_pred)."""
+    alpha, sigma = (_bc(a, x_t) for a in alpha_sigma(t))
+    if prediction == "eps":
+        return (x_t - sigma * out) / alpha.clamp(min=1e-4), out
+    x0 = alpha * x_t - sigma * out
+    return x0, sigma * x_t + alpha * out

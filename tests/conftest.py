@@ -1,0 +1,63 @@
+"""Shared fixtures: a private cache directory and tiny stand-in cascade checkpoints."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+TINY_BASE = {"image_size": 16, "channels": [8, 16], "num_res_blocks": 1, "attn_resolutions": [8],
+             "text_dim": 384, "heads": 2, "self_attention": False}
+TINY_SR = {"image_size": 32, "lowres_size": 16, "channels": [8, 16], "blocks": [1, 1], "text_dim": 384, "heads": 2}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_cache(tmp_path_factory):
+    """Tests never write to the user's cache; the text-embedding cache is shared within the session."""
+    old = os.environ.get("IMAGEN_BENCH_CACHE")
+    os.environ["IMAGEN_BENCH_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    yield
+    if old is None:
+        os.environ.pop("IMAGEN_BENCH_CACHE", None)
+    else:
+        os.environ["IMAGEN_BENCH_CACHE"] = old
+
+
+def _randomised(kind: str, arch: dict, seed: int) -> torch.nn.Module:
+    from imagen.checkpoint import build_stage
+
+    torch.manual_seed(seed)
+    model = build_stage(kind, arch)
+    with torch.no_grad():  # zero-initialised output layers would make every image ignore the text
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    return model
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoints(tmp_path_factory) -> dict[str, Path]:
+    """A tiny two-stage cascade with random (but non-degenerate) weights, saved as safetensors."""
+    from imagen.checkpoint import save_stage
+
+    d = tmp_path_factory.mktemp("ckpt")
+    paths = {"base": d / "base.safetensors", "sr": d / "sr.safetensors"}
+    save_stage(_randomised("base", TINY_BASE, 0), paths["base"], "base", prediction="v", image_size=16,
+               lowres_size=0, dtype=torch.float32)
+    save_stage(_randomised("sr", TINY_SR, 1), paths["sr"], "sr", prediction="v", image_size=32, lowres_size=16,
+               dtype=torch.float32)
+    return paths
+
+
+@pytest.fixture(scope="session")
+def tiny_cascade(tiny_checkpoints):
+    from imagen.cascade import Cascade, StageConfig
+    from imagen.text_encoder import TextEncoderConfig
+
+    torch.set_num_threads(1)
+    stages = [StageConfig("base", TINY_BASE, str(tiny_checkpoints["base"]), "v", 16, 0),
+              StageConfig("sr", TINY_SR, str(tiny_checkpoints["sr"]), "v", 32, 16)]
+    return Cascade.load(stages, TextEncoderConfig(kind="minilm", max_length=16), device="cpu", allow_random=False)

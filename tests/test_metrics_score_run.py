@@ -1,0 +1,175 @@
+"""score_run on small fake run directories: the metrics.csv contract, labels, empties, fail-fast errors."""
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from bench.metrics.score_run import COLUMNS, MetricsConfig, score_run
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def load_support():
+    """The shared stand-ins in test_metrics_support.py, loaded by path (independent of sys.path)."""
+    path = Path(__file__).with_name("test_metrics_support.py")
+    spec = importlib.util.spec_from_file_location("_metrics_support", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+S = load_support()
+
+
+def _cfg(tmp_path: Path, **kw) -> MetricsConfig:
+    base = dict(ref_n=60, cache_dir=str(tmp_path / "refcache"), bootstrap=200, fd_bootstrap=10, kid_subsets=5,
+                batch_size=8, workers=2, device="cpu")
+    return MetricsConfig(**{**base, **kw})
+
+
+def test_config_mirrors_the_yaml_files():
+    d = yaml.safe_load((REPO / "conf" / "metrics" / "default.yaml").read_text())
+    assert set(d) == {f.name for f in dataclasses.fields(MetricsConfig)}
+    assert dataclasses.asdict(MetricsConfig.from_dict(d)) == dataclasses.asdict(MetricsConfig())
+    none = MetricsConfig.from_dict(yaml.safe_load((REPO / "conf" / "metrics" / "none.yaml").read_text()))
+    assert none.enabled is False
+    with pytest.raises(ValueError, match="unknown metrics config keys"):
+        MetricsConfig.from_dict({"fd_extractr": "inception"})
+    with pytest.raises(ValueError, match="metrics.fd_extractor"):
+        MetricsConfig(fd_extractor="dinov2")
+
+
+def test_shapes_run_gives_one_row_per_weight_and_category(tmp_path, monkeypatch):
+    S.install_stub_shapes_clip(monkeypatch)
+    run = tmp_path / "run"
+    man = S.make_run(run, weights=(1.0, 3.0), size=48, per_category=3)
+    table = score_run(run, _cfg(tmp_path))
+
+    on_disk = pd.read_csv(run / "metrics.csv")
+    assert list(on_disk.columns) == COLUMNS
+    assert (run / "metrics.json").is_file()
+    keys = list(zip(on_disk["guidance_weight"], on_disk["category"]))
+    assert keys == [(w, c) for w in (1.0, 3.0) for c in ("all", "Colors", "Counting", "Positional")]
+    assert on_disk.loc[on_disk.category == "all", "num_images"].tolist() == [9, 9]
+    assert on_disk.loc[on_disk.category != "all", "num_images"].tolist() == [3] * 6
+    assert len(table) == 8 and not table["out_of_domain"].any()
+
+    a = on_disk[on_disk.category == "all"].set_index("guidance_weight")
+    assert (a["fd"] > 0).all() and (a["fd_ci_low"] <= a["fd_ci_high"]).all()
+    assert (a["fd_real"] > 0).all()
+    assert a["fd_extractor"].eq("stub-shapes-clip/fd").all()
+    assert a["fd_reference"].str.startswith("shapes/heldout-seed0 n=60 48px [all: n=60]").all()
+    assert on_disk.loc[on_disk.category == "Colors", "fd_reference"].str.contains(r"\[Colors: n=").all()
+    assert a["kid"].notna().all() and (a["kid_std"] >= 0).all() and a["kid_subset_size"].eq(9).all()
+    assert a["cmmd"].notna().all() and a["cmmd_model"].eq("stub-shapes-clip").all()
+    assert a["clip_model"].eq("stub-shapes-clip").all()
+    assert ((a["clip_score"] >= 0) & (a["clip_score"] <= 100)).all()
+    assert (a["clip_score_ci_low"] <= a["clip_score"]).all() and (a["clip_score"] <= a["clip_score_ci_high"]).all()
+
+    # ground-truth renders at w=1 are aligned (exact detector); other scenes at w=3 mostly are not
+    w1 = on_disk[on_disk.guidance_weight == 1.0]
+    assert w1["alignment"].eq(1.0).all() and w1["color_alignment"].eq(1.0).all()
+    assert a.loc[3.0, "alignment"] < 1.0
+    assert a.loc[3.0, "alignment_ci_low"] <= a.loc[3.0, "alignment"] <= a.loc[3.0, "alignment_ci_high"]
+
+    # rescoring is deterministic (seeded bootstrap and KID subsets, cached reference)
+    again = score_run(run, _cfg(tmp_path))
+    pd.testing.assert_frame_equal(again, table)
+    assert len(man) == 18
+
+
+def test_rescoring_loads_reference_stats_instead_of_recomputing(tmp_path, monkeypatch):
+    stub = S.install_stub_shapes_clip(monkeypatch)
+    run = tmp_path / "run"
+    S.make_run(run, weights=(1.0,), per_category=2)
+    score_run(run, _cfg(tmp_path, real_baseline=False))
+    first = sum(m.images_seen for m in stub.loaded)
+    score_run(run, _cfg(tmp_path, real_baseline=False))
+    second = sum(m.images_seen for m in stub.loaded) - first
+    assert first == 6 + 2 * 60 + 6  # run images (fd + embedding views) and two references
+    assert second == 6 + 6           # only the run's images
+
+
+def test_out_of_domain_prompts_are_labelled_and_alignment_left_empty(tmp_path, monkeypatch):
+    S.install_stub_shapes_clip(monkeypatch)
+    run = tmp_path / "run"
+    S.make_run(run, weights=(2.0,), per_category=2, shapes=False)
+    score_run(run, _cfg(tmp_path))
+    t = pd.read_csv(run / "metrics.csv")
+    assert t["out_of_domain"].all()
+    assert t["fd_extractor"].str.endswith("(out-of-domain)").all()
+    assert t["clip_model"].str.endswith("(out-of-domain)").all()
+    assert t["alignment"].isna().all() and t["fd_real"].isna().all()
+    assert set(t["category"]) == {"all", "Rare Words", "Text"}
+
+
+def test_disabled_metrics_leave_columns_empty(tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    S.make_run(run, weights=(1.0,), per_category=1)
+    monkeypatch.setitem(sys.modules, "bench.shapes_clip.model", None)  # not needed, so never imported
+    score_run(run, _cfg(tmp_path, fd_extractor="none", clip_backbone="none", cmmd=False, kid=False))
+    t = pd.read_csv(run / "metrics.csv")
+    for col in ("fd", "fd_ci_low", "fd_real", "fd_extractor", "kid", "cmmd", "clip_score", "clip_model"):
+        assert t[col].isna().all(), col
+    assert t["alignment"].notna().all() and t["num_images"].tolist() == [3, 1, 1, 1]
+
+
+def test_alignment_uses_the_detector_module_and_is_empty_without_it(tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    S.make_run(run, weights=(1.0,), per_category=2)
+    seen = []
+
+    def fake_score(image, scene):
+        seen.append((image.shape, scene.category))
+        return {"category": scene.category, "correct": scene.category != "Counting", "color_correct": True}
+
+    monkeypatch.setitem(sys.modules, "bench.shapes.detect", types.SimpleNamespace(score=fake_score))
+    cfg = _cfg(tmp_path, fd_extractor="none", clip_backbone="none", cmmd=False, kid=False, workers=1)
+    t = score_run(run, cfg).set_index("category")
+    assert len(seen) == 6 and seen[0][0] == (48, 48, 3)
+    assert t.loc["all", "alignment"] == pytest.approx(4 / 6)
+    assert t.loc["Counting", "alignment"] == 0.0 and t.loc["Colors", "alignment"] == 1.0
+    monkeypatch.setitem(sys.modules, "bench.shapes.detect", None)
+    assert score_run(run, cfg)["alignment"].isna().all()
+
+
+def test_missing_inception_weights_fail_before_any_image_is_read(tmp_path):
+    run = tmp_path / "run"
+    S.make_run(run, weights=(1.0,), per_category=1)
+    for p in (run / "images").rglob("*.png"):
+        p.unlink()  # reading any image would fail with another error
+    with pytest.raises(FileNotFoundError, match="metrics.inception_weights="):
+        score_run(run, _cfg(tmp_path, fd_extractor="inception", clip_backbone="none"))
+    assert not (run / "metrics.csv").exists()
+
+
+def test_missing_images_and_missing_manifest_are_clear(tmp_path, monkeypatch):
+    S.install_stub_shapes_clip(monkeypatch)
+    with pytest.raises(FileNotFoundError, match="manifest"):
+        score_run(tmp_path / "empty", _cfg(tmp_path))
+    run = tmp_path / "run"
+    S.make_run(run, weights=(1.0,), per_category=1)
+    next((run / "images").rglob("*.png")).unlink()
+    with pytest.raises(FileNotFoundError, match="1 images listed"):
+        score_run(run, _cfg(tmp_path))
+
+
+def test_decode_batches_keeps_order(tmp_path):
+    from bench.metrics.score_run import decode_batches
+
+    paths = []
+    for i in range(7):
+        p = tmp_path / f"{i}.png"
+        S.write_png(p, np.full((4, 4, 3), i, np.uint8))
+        paths.append(p)
+    batches = list(decode_batches(paths, 3, workers=2))
+    assert [b.shape[0] for b in batches] == [3, 3, 1]
+    assert np.concatenate(batches)[:, 0, 0, 0].tolist() == list(range(7))
