@@ -17,9 +17,10 @@ import io
 import json
 import logging
 import os
+import socket
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -114,7 +115,7 @@ def atomic_write_png(array: np.ndarray, path: Path) -> None:
 
 def atomic_write_bytes(data: bytes, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp = path.with_name(f".{path.name}.tmp{socket.gethostname()}.{os.getpid()}")  # unique on a shared disk
     with open(tmp, "wb") as f:
         f.write(data)
         f.flush()
@@ -147,12 +148,20 @@ class GenerationSettings:
 
 
 def generate(cascade: Cascade, jobs: Sequence[ImageJob], run_dir: Path, settings: GenerationSettings,
-             shard: tuple[int, int] = (0, 1), progress: bool = True) -> dict[str, int]:
-    """Generate every job whose PNG is missing or broken; returns counts (done, skipped)."""
+             shard: tuple[int, int] = (0, 1), progress: bool = True,
+             sync: Callable[[], None] | None = None) -> dict[str, int]:
+    """Generate every job whose PNG is missing or broken; returns counts (done, skipped).
+
+    ``shard=(rank, world)``: this process makes micro-batches ``rank::world``. ``sync`` (a barrier)
+    runs after the list of missing images is made and before any image is written, so that every
+    rank shards the same list.
+    """
     from tqdm import tqdm
 
     size = cascade.image_size
     todo = [j for j in jobs if not png_ok(run_dir / j.path, size)]
+    if sync is not None:
+        sync()
     skipped = len(jobs) - len(todo)
     if skipped:
         log.info("resume: %d of %d images already finished and verified", skipped, len(jobs))

@@ -11,7 +11,10 @@ import logging
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from bench.distributed import Dist
 
 log = logging.getLogger("bench.run")
 
@@ -50,10 +53,24 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def run(cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
-    """Run the whole job from a plain (resolved) config dict; returns the run summary."""
+def run(cfg: dict[str, Any], run_dir: Path, dist: "Dist | None" = None) -> dict[str, Any]:
+    """Run the whole job from a plain (resolved) config dict; returns the run summary.
+
+    Under torchrun every rank calls this with its ``dist`` (``bench.distributed``): images and metric
+    features are sharded, rank 0 writes the shared files. Rank 0 holds ``RUN/.lock`` throughout.
+    """
+    from bench.distributed import current, run_lock
+
+    dist = dist or current()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with run_lock(run_dir, dist):
+        return _run(cfg, run_dir, dist)
+
+
+def _run(cfg: dict[str, Any], run_dir: Path, dist: "Dist") -> dict[str, Any]:
     import torch
 
+    from bench.distributed import default_threads
     from bench.generate import GenerationSettings, generate, plan_jobs, write_manifest
     from bench.prompts.registry import load_prompts
     from bench.runinfo import git_revision, peak_memory_mib, sha256_file, versions, write_json
@@ -64,16 +81,19 @@ def run(cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     run_dir.mkdir(parents=True, exist_ok=True)
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg["threads"]))
+    elif dist.world > 1:
+        torch.set_num_threads(default_threads(dist))
     g, s, m = cfg["guidance"], cfg["sampler"], cfg["model"]
     gen_cfg = {k: v for k, v in flatten({k: cfg[k] for k in GENERATION_KEYS}).items()}
-    check_resumable(run_dir, gen_cfg, bool(cfg.get("resume", True)))
+    dist.on_main(check_resumable, run_dir, gen_cfg, bool(cfg.get("resume", True)))
 
     prompts = load_prompts(**cfg["prompts"])
     jobs = plan_jobs(prompts, [float(w) for w in g["weights"]], int(cfg["samples_per_prompt"]), int(cfg["seed"]))
     cascade = Cascade.load([StageConfig(**st) for st in m["stages"]], TextEncoderConfig(**m["text_encoder"]),
                            device=cfg.get("device", "auto"))
-    write_json(run_dir / "generation.json", gen_cfg)
-    if cascade.random_init:
+    if dist.is_main:
+        write_json(run_dir / "generation.json", gen_cfg)
+    if cascade.random_init and dist.is_main:
         (run_dir / "RANDOM_WEIGHTS.txt").write_text(
             "WARNING: at least one stage of this cascade ran with RANDOM weights (no checkpoint found).\n"
             "Its images and metrics say nothing about a trained model.\n")
@@ -83,16 +103,21 @@ def run(cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
                                   sr_weight=g.get("sr_weight"), aug_level=float(s.get("aug_level", 0.0)),
                                   micro_batch=int(s["micro_batch"]))
     t_gen = time.time()
-    counts = generate(cascade, jobs, run_dir, settings)
-    write_manifest(run_dir, jobs, cascade.image_size)
+    counts = generate(cascade, jobs, run_dir, settings, shard=(dist.rank, dist.world), progress=dist.is_main,
+                      sync=dist.barrier)
+    counts["generated"] = sum(c["generated"] for c in dist.all_gather(counts))  # also: every rank is done
+    if dist.is_main:
+        write_manifest(run_dir, jobs, cascade.image_size)
+    dist.barrier()
     t_gen = time.time() - t_gen
 
     metrics_table, t_metrics = None, 0.0
     if cfg.get("metrics", {}).get("enabled", False):
-        from bench.metrics.score_run import MetricsConfig, score_run
+        from bench.distributed import score_run_sharded
+        from bench.metrics.score_run import MetricsConfig
 
         t0 = time.time()
-        metrics_table = score_run(run_dir, MetricsConfig.from_dict(cfg["metrics"]))
+        metrics_table = score_run_sharded(run_dir, MetricsConfig.from_dict(cfg["metrics"]), dist)
         t_metrics = time.time() - t0
 
     info = {
@@ -111,13 +136,19 @@ def run(cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
                    for st in cascade.stages],
         "device": str(cascade.device),
         "threads": torch.get_num_threads(),
+        "world_size": dist.world,
         "images_generated": counts["generated"],
         "images_resumed": counts["skipped"],
         "wall_time_s": {"generation": round(t_gen, 2), "metrics": round(t_metrics, 2),
                         "total": round(time.time() - t_start, 2)},
         "peak_memory_mib": round(peak_memory_mib(), 1),
     }
+    if not dist.is_main:
+        return {"info": info, "metrics": metrics_table}
     write_json(run_dir / "run_info.json", info)
+    from bench.report import write_run_outputs
+
+    write_run_outputs(run_dir, info)  # pareto.png/svg, alignment.png, grid.png, report.md/html
     return {"info": info, "metrics": metrics_table}
 
 
@@ -141,11 +172,22 @@ def main() -> None:
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import DictConfig, OmegaConf
 
+    from bench.distributed import agree_run_dir, env_world, process_group
+
+    if env_world().rank > 0:  # torchrun: only rank 0 writes .hydra/ and the log file
+        sys.argv.append("hydra.output_subdir=null")
+        if not any(a.startswith(("hydra/job_logging", "override hydra/job_logging")) for a in sys.argv):
+            sys.argv.append("hydra/job_logging=stdout")
+
     @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
     def _main(cfg: DictConfig) -> None:
         run_dir = Path(HydraConfig.get().runtime.output_dir)
-        result = run(OmegaConf.to_container(cfg, resolve=True), run_dir)
-        print_summary(result, run_dir)
+        plain = OmegaConf.to_container(cfg, resolve=True)
+        with process_group(str(plain.get("device", "auto"))) as dist:
+            run_dir = agree_run_dir(dist, run_dir)
+            result = run(plain, run_dir, dist)
+            if dist.is_main:
+                print_summary(result, run_dir)
 
     _main()
 

@@ -169,3 +169,36 @@ def test_shipped_weights_retrieval():
     assert model.name == "shapes-clip-v1" and model.feature_dim == 256
     r = retrieval_top1(model, n=100, seed=0, size=64)
     assert r["n"] == 100 and r["t2i_top1"] >= 0.8, r
+
+
+def test_gaussian_blur_kernel():
+    from bench.shapes_clip.train import gaussian_blur
+
+    flat = torch.full((1, 3, 16, 16), 0.4)
+    torch.testing.assert_close(gaussian_blur(flat, 0.8), flat)
+    dot = torch.zeros(1, 1, 9, 9)
+    dot[0, 0, 4, 4] = 1.0
+    b = gaussian_blur(dot, 1.0)[0, 0]
+    assert b.sum().item() == pytest.approx(1.0, abs=1e-6)
+    torch.testing.assert_close(b, b.T)
+    torch.testing.assert_close(b, b.flip(0))
+    # the 1-d profile is exp(-t^2 / 2 sigma^2), normalised over 5 taps
+    k = torch.exp(-torch.arange(-2.0, 3.0) ** 2 / 2)
+    torch.testing.assert_close(b[4, 2:7], k / k.sum() * (k / k.sum())[2])
+
+
+def test_config_composes_into_train_config():
+    import dataclasses
+    from pathlib import Path
+
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    conf = Path(__file__).resolve().parents[1] / "conf"
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        cfg = compose(config_name="shapes_clip", overrides=["steps=5", "threads=1"])
+    d = OmegaConf.to_container(cfg, resolve=True)
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    assert fields <= set(d), fields - set(d)
+    tc = TrainConfig(**{k: v for k, v in d.items() if k in fields})
+    assert tc.steps == 5 and d["threads"] == 1 and d["out"].endswith("shapes_clip.safetensors")

@@ -36,7 +36,6 @@ def test_right_on_real_renders(size):
     assert df.correct.mean() >= 0.99, df[~df.correct][["caption", "detections"]].head()
 
 
-@pytest.mark.slow
 def test_right_on_real_renders_256():
     scenes = random_scenes(150, seed=1)
     assert score_batch(render_batch(scenes, 256), scenes).correct.mean() >= 0.99
@@ -54,7 +53,9 @@ def test_single_object_geometry(shape, size):
         expect_cy = 0.61 + (0.26 / 6 if shape == "triangle" else 0.0)
         assert abs(d.cy - expect_cy) < 0.5 / size + 1e-3
         expect_area = 0.26 ** 2 * {"circle": math.pi / 4, "square": 1.0, "triangle": 0.5}[shape]
-        assert d.area == pytest.approx(expect_area, rel=0.08)
+        # PIL fills shapes inclusively (about one supersampled pixel more per edge): area runs
+        # a few percent high at low resolution
+        assert d.area == pytest.approx(expect_area, rel=0.03 + 3 / size)
 
 
 def test_background_noise_and_foreign_colours_are_not_objects():

@@ -100,16 +100,23 @@ def hard_negative(scene, rng: random.Random) -> str:
     raise RuntimeError(f"no hard negative found for {scene.caption!r}")
 
 
+def gaussian_blur(x: torch.Tensor, sigma: float, radius: int = 2) -> torch.Tensor:
+    """Separable Gaussian blur of (N, C, H, W) with reflect padding."""
+    t = torch.arange(-radius, radius + 1, dtype=x.dtype)
+    k = torch.exp(-t * t / (2 * sigma * sigma))
+    k = (k / k.sum()).repeat(x.shape[1], 1, 1, 1)                     # (C, 1, 1, K)
+    x = F.conv2d(F.pad(x, (radius, radius, 0, 0), mode="reflect"), k, groups=x.shape[1])
+    return F.conv2d(F.pad(x, (0, 0, radius, radius), mode="reflect"), k.transpose(2, 3), groups=x.shape[1])
+
+
 def augment(x: torch.Tensor, cfg: TrainConfig, g: torch.Generator) -> torch.Tensor:
     """x: float (N, 3, 64, 64) in [0, 1]; blur, colour jitter and noise, each random per image."""
-    from torchvision.transforms.functional import gaussian_blur
-
     n = x.shape[0]
     blur = torch.rand(n, generator=g) < cfg.blur_prob
     if blur.any():
         sigma = 0.3 + (cfg.blur_sigma_max - 0.3) * torch.rand(1, generator=g).item()
         x = x.clone()
-        x[blur] = gaussian_blur(x[blur], kernel_size=5, sigma=sigma)
+        x[blur] = gaussian_blur(x[blur], sigma)
     scale = 1 + cfg.jitter * (2 * torch.rand(n, 1, 1, 1, generator=g) - 1)
     offset = cfg.jitter * torch.randn(n, 3, 1, 1, generator=g)
     std = cfg.noise_max * torch.rand(n, 1, 1, 1, generator=g)

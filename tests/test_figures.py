@@ -1,0 +1,140 @@
+"""Paper-figure configs compose into the intended run configs, fit the time budget, and one figure
+runs end to end at a tiny size (random tiny cascade, stand-in shapes-CLIP) and resumes."""
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+from PIL import Image
+
+from bench.figures import FigureError, FigureSpec, compose_run_config, make_figure, num_images, plan
+
+REPO = Path(__file__).resolve().parents[1]
+CONF = REPO / "conf"
+FIGURES = sorted(p.stem for p in (CONF / "figure").glob("*.yaml"))
+BUDGET_S = 30 * 60
+SEC_PER_IMAGE = 2.0  # the slow end of the shipped cascade on 2 CPU cores (25 + 20 steps)
+
+
+def _figure(name: str, overrides: list[str] = ()) -> FigureSpec:
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="figures", overrides=[f"figure={name}", *overrides])
+    d = OmegaConf.to_container(cfg, resolve=True)
+    return FigureSpec.from_dict(d["figure"], d["run"])
+
+
+def _support():
+    path = Path(__file__).with_name("test_metrics_support.py")
+    spec = importlib.util.spec_from_file_location("_metrics_support_fig", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_required_figures_exist():
+    assert {"guidance", "thresholding", "aug_level", "text_encoder"} <= set(FIGURES)
+
+
+@pytest.mark.parametrize("name", FIGURES)
+def test_figure_config_composes_into_run_configs_within_budget(name):
+    spec = _figure(name)
+    assert spec.name == name and spec.paper and spec.expect and spec.model == "imagen_base"
+    runs = [(v, compose_run_config(o)) for v, o in plan(spec)]
+    assert runs
+    for v, cfg in runs:
+        assert cfg["model"]["name"] == "imagen_base" and cfg["prompts"]["limit"] == spec.size.prompts
+        assert cfg["guidance"]["weights"] == [float(w) for w in spec.size.weights]
+        assert cfg["sampler"]["steps"] == spec.size.steps and cfg["metrics"]["enabled"] is True
+    # the default size finishes within the 30-minute budget, with room left for metrics
+    assert num_images(spec) * SEC_PER_IMAGE <= BUDGET_S - 5 * 60, num_images(spec)
+    if name == "thresholding":
+        assert [c["guidance"]["thresholding"] for _, c in runs] == ["none", "static", "dynamic"]
+    if name == "aug_level":
+        assert [c["sampler"]["aug_level"] for _, c in runs] == [0.0, 0.1, 0.25, 0.5]
+    if name == "guidance":
+        assert len(runs) == 1 and min(spec.size.weights) == 1 and max(spec.size.weights) >= 7.5
+
+
+def test_text_encoder_control_arm_takes_a_second_checkpoint():
+    spec = _figure("text_encoder")
+    arms = plan(spec)
+    assert [compose_run_config(o)["model"]["text_encoder"]["kind"] for _, o in arms] == ["minilm", "random"]
+    assert "sensitivity" in arms[1][0].note and "trained" in spec.note  # stated honestly
+    spec = _figure("text_encoder", ["figure.control.base_checkpoint=checkpoints/base_random/ema.safetensors"])
+    arms = plan(spec)
+    assert len(arms) == 3
+    cfg = compose_run_config(arms[2][1])
+    assert cfg["model"]["text_encoder"]["kind"] == "random"
+    assert cfg["model"]["stages"][0]["checkpoint"] == "checkpoints/base_random/ema.safetensors"
+    assert cfg["model"]["stages"][1]["checkpoint"] == "checkpoints/sr/ema.safetensors"  # not given: shipped
+    assert num_images(spec) * SEC_PER_IMAGE <= BUDGET_S - 5 * 60
+    spec = _figure("text_encoder", ["figure.control.model=imagen_tiny"])
+    assert compose_run_config(plan(spec)[2][1])["model"]["name"] == "imagen_tiny"
+
+
+def test_unknown_figure_keys_are_named():
+    with pytest.raises(FigureError, match="unknown keys \\['sizes'\\]"):
+        FigureSpec.from_dict({"name": "x", "title": "", "paper": "", "expect": "", "sizes": {}, "variants": []})
+    with pytest.raises(FigureError, match="conf/figure/x.yaml"):
+        FigureSpec.from_dict({"name": "x", "title": "", "paper": "", "expect": "",
+                              "size": {"prompts": 1, "weights": [1], "steps": 1}, "variants": [{"lable": "a"}]})
+
+
+TINY = ["run.model=imagen_tiny", "figure.size.prompts=2", "figure.size.weights=[1,3]", "figure.size.steps=2",
+        "figure.size.sr_steps=2", "run.threads=1"]
+
+
+@pytest.mark.slow
+def test_thresholding_figure_end_to_end_tiny_and_resumes(tmp_path, monkeypatch):
+    _support().install_stub_shapes_clip(monkeypatch)  # a stand-in shapes-CLIP: FD, CLIP score and CMMD work
+    cheap = ["metrics.ref_n=40", f"metrics.cache_dir={tmp_path / 'ref'}", "metrics.bootstrap=50",
+             "metrics.fd_bootstrap=5", "metrics.kid=false", "metrics.real_baseline=false", "metrics.device=cpu",
+             "device=cpu", "sampler.micro_batch=2"]
+    spec = _figure("thresholding", TINY)
+    spec.overrides = cheap
+    out = tmp_path / "fig"
+    paths = make_figure(spec, out)
+    assert set(paths) == {"csv", "png", "svg", "samples", "readme"}
+    with Image.open(paths["samples"]) as im:
+        assert im.size[1] > im.size[0]  # 2 prompts x 3 variants = 6 rows, 2 weights
+    with Image.open(paths["png"]) as im:
+        im.verify()
+    assert "<svg" in paths["svg"].read_text()[:2000]
+    table = pd.read_csv(paths["csv"])
+    assert table["label"].unique().tolist() == ["no thresholding", "static thresholding",
+                                                "dynamic thresholding (p=0.995)"]
+    allrows = table[table["category"] == "all"]
+    assert len(allrows) == 6 and sorted(set(allrows["guidance_weight"])) == [1.0, 3.0]
+    assert allrows["num_images"].eq(2).all() and allrows["fd"].notna().all() and allrows["clip_score"].notna().all()
+    assert allrows["alignment"].between(0, 1).all() and allrows["random_weights"].all()
+    assert "guidance.thresholding=static" in table.loc[table["variant"] == 1, "overrides"].iloc[0]
+    for d in table["run_dir"].unique():  # every variant is a full run directory with its report
+        assert (Path(d) / "manifest.csv").is_file() and (Path(d) / "report.html").is_file()
+        assert (Path(d) / "pareto.png").is_file() and (Path(d) / ".hydra" / "config.yaml").is_file()
+    readme = paths["readme"].read_text()
+    assert "dynamic thresholding" in readme and "RANDOM WEIGHTS" in readme and "Fig. A.11" in readme
+
+    # rerun: finished variants are reused, nothing is generated or scored again
+    import bench.run
+
+    def boom(*a, **k):
+        raise AssertionError("a finished variant ran again")
+
+    monkeypatch.setattr(bench.run, "run", boom)
+    again = make_figure(spec, out)
+    assert pd.read_csv(again["csv"])[["label", "guidance_weight", "category", "fd"]].equals(
+        table[["label", "guidance_weight", "category", "fd"]])
+
+
+def test_cli_dry_run_prints_plan_and_estimate(tmp_path):
+    cmd = [sys.executable, "-m", "bench.figures", "figure=text_encoder", "dry_run=true", f"out_dir={tmp_path / 'o'}"]
+    out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "2 variant(s), 384 images; estimate about 13 min" in out.stdout
+    assert "model.text_encoder.kind=random" in out.stdout
