@@ -9,7 +9,7 @@ export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup run test browser clean
+.PHONY: setup run test regress browser benchmark clean
 
 setup: $(STAMP)
 
@@ -27,6 +27,17 @@ browser:
 
 test: setup browser
 	$(PY) -m pytest -q tests
+
+# sample-quality regression check: the shipped cascade, fixed seeds, against the committed baseline
+regress: setup
+	rm -rf results/ci_regression
+	$(PY) -m bench.run +experiment=ci_regression hydra.run.dir=results/ci_regression
+	$(PY) -m bench.regress run=results/ci_regression baseline=results/baselines/ci_regression.json
+
+# the peer of the speed comparison, installed without letting it change torch (benchmarks/README.md)
+benchmark: setup
+	$(PY) -m pip install -q --no-deps imagen-pytorch==2.1.0 einops beartype kornia kornia-rs
+	$(PY) benchmarks/run.py
 
 clean:
 	rm -rf $(VENV)

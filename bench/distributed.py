@@ -24,6 +24,7 @@ import logging
 import os
 import socket
 import sys
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -42,6 +43,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 LOCK_NAME = ".lock"
 STALE_UNREADABLE_S = 60.0  # an empty / unreadable lock file older than this is a crash leftover
+HEARTBEAT_S = 60.0         # the holder touches its lock this often
+STALE_AFTER_S = 600.0      # a lock not touched for this long is stale, whichever host holds it
 
 
 class DistributedError(RuntimeError):
@@ -186,7 +189,8 @@ def agree_run_dir(d: Dist, run_dir: Path) -> Path:
     if chosen != run_dir and run_dir.is_dir():
         try:
             run_dir.rmdir()
-            run_dir.parent.rmdir()  # a ${now:%Y-%m-%d} parent made only for this rank
+            if run_dir.parent != chosen.parent:
+                run_dir.parent.rmdir()  # a ${now:%Y-%m-%d} parent made only for this rank
         except OSError:
             pass
     return chosen
@@ -205,6 +209,8 @@ def _start_time(pid: int) -> str | None:
 
 
 def _alive(pid: int, started: str | None) -> bool:
+    if pid <= 0:  # not a process id (kill(0 or -1, ...) would address process groups)
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -217,18 +223,22 @@ def _alive(pid: int, started: str | None) -> bool:
 
 class RunLock:
     """An exclusive lock on a run directory: the file ``RUN/.lock`` holding the owner's pid, host and
-    start time, created with O_EXCL (atomic, also on NFS v3+).
+    start time, created with O_EXCL (atomic, also on NFS v3+); the owner touches it every
+    ``HEARTBEAT_S`` seconds.
 
-    A lock whose owner is on this host and no longer runs (or whose pid now names another process)
-    is stale: it is taken over with a warning. A lock held from another host cannot be checked: the
-    error says which file to delete once that job is known to be gone.
+    A lock is stale, and taken over with a warning, when its owner is on this host and no longer
+    runs (or its pid now names another process), or when nobody has touched it for ``STALE_AFTER_S``
+    seconds (an owner on another machine that died, e.g. a preempted cluster job). Otherwise the
+    error names the owner and the file to delete once that job is known to be gone.
     """
 
-    def __init__(self, run_dir: Path) -> None:
+    def __init__(self, run_dir: Path, heartbeat_s: float = HEARTBEAT_S) -> None:
         self.path = Path(run_dir) / LOCK_NAME
         self.info = {"pid": os.getpid(), "host": socket.gethostname(), "started": _start_time(os.getpid()),
                      "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "command": " ".join(sys.argv)}
         self.held = False
+        self.heartbeat_s = heartbeat_s
+        self._stop: threading.Event | None = None
 
     def _read(self) -> dict[str, Any] | None:
         try:
@@ -237,11 +247,14 @@ class RunLock:
             return None
 
     def _stale(self, holder: dict[str, Any] | None) -> bool:
+        try:
+            idle = time.time() - self.path.stat().st_mtime
+        except FileNotFoundError:
+            return True
         if holder is None:  # empty or half-written: a crash between create and write, or a writer just now
-            try:
-                return time.time() - self.path.stat().st_mtime > STALE_UNREADABLE_S
-            except FileNotFoundError:
-                return True
+            return idle > STALE_UNREADABLE_S
+        if idle > STALE_AFTER_S:
+            return True
         if holder.get("host") != self.info["host"]:
             return False
         return not _alive(int(holder.get("pid", -1)), holder.get("started"))
@@ -259,6 +272,7 @@ class RunLock:
             with os.fdopen(fd, "w") as f:
                 f.write(json.dumps(self.info))
             self.held = True
+            self._start_heartbeat()
             return self
         self._refuse(self._read())
         raise AssertionError("unreachable")
@@ -293,7 +307,21 @@ class RunLock:
             f"{self.path.parent} is in use by {who}: two runs must not write one run directory. "
             f"Wait for it, or use another hydra.run.dir; if that process is gone, delete {self.path}.")
 
+    def _start_heartbeat(self) -> None:
+        self._stop = stop = threading.Event()
+
+        def beat() -> None:
+            while not stop.wait(self.heartbeat_s):
+                try:
+                    os.utime(self.path)
+                except OSError:
+                    return
+
+        threading.Thread(target=beat, name="run-lock-heartbeat", daemon=True).start()
+
     def release(self) -> None:
+        if self._stop is not None:
+            self._stop.set()
         if self.held and self._read() == self.info:
             self.path.unlink(missing_ok=True)
         self.held = False
@@ -309,7 +337,11 @@ class RunLock:
 def run_lock(run_dir: Path, d: Dist) -> Iterator[None]:
     """Rank 0 holds ``RUN/.lock`` for the whole run; every rank fails if it cannot."""
     lock = RunLock(run_dir)
-    d.on_main(lock.acquire)
+
+    def acquire() -> None:  # returns nothing: on_main broadcasts the result, and a lock does not pickle
+        lock.acquire()
+
+    d.on_main(acquire)
     try:
         yield
     finally:

@@ -5,7 +5,8 @@
 NAME is a file in ``conf/figure/``: guidance, thresholding, aug_level, text_encoder. A figure
 is a list of variants (run-config overrides); each variant is one ``bench.run.run`` sweep over
 the guidance weights, in ``OUT/runs/<variant>/`` (a full run directory with its own report).
-Rerunning reuses finished variants and, inside an unfinished one, finished images. Then:
+Rerunning reuses finished variants and, inside an unfinished one, finished images; a variant
+directory made with other checkpoint files is refused (sha256 recorded), never mixed. Then:
 
 - ``OUT/NAME.png`` / ``.svg``: FD-vs-CLIP Pareto curves (one per variant) and FD, CLIP score
   and exact alignment against w, panels without values left out;
@@ -29,8 +30,8 @@ from typing import Any
 import pandas as pd
 
 from bench.compare import show
-from bench.report.pareto import (AXIS_NAMES, Curve, category_rows, draw_pareto, draw_vs_w, has_values, n_text, read_metrics,
-                                 save_figure)
+from bench.report.pareto import (AXIS_NAMES, Curve, category_rows, draw_pareto, draw_vs_w, has_values, n_text,
+                                 read_metrics, save_figure)
 
 log = logging.getLogger(__name__)
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
@@ -164,30 +165,49 @@ def _write_hydra_files(run_dir: Path, cfg: dict[str, Any], overrides: list[str])
     (d / "overrides.yaml").write_text(yaml.safe_dump(overrides, sort_keys=False), encoding="utf-8")
 
 
+def checkpoint_hashes(cfg: dict[str, Any]) -> list[str]:
+    """sha256 of each stage's checkpoint file ('none' where the stage has none: random weights)."""
+    from bench.runinfo import sha256_file
+    from imagen.cascade import resolve_path
+
+    out = []
+    for st in cfg["model"]["stages"]:
+        path = resolve_path(st["checkpoint"]) if st.get("checkpoint") else None
+        out.append(sha256_file(path) if path is not None and path.is_file() else "none")
+    return out
+
+
 def run_variant(v: Variant, overrides: list[str], run_dir: Path,
                 compose: Callable[[Sequence[str]], dict[str, Any]] = compose_run_config) -> VariantResult:
-    """Run (or reuse) one variant's sweep in ``run_dir``."""
+    """Run one variant's sweep in ``run_dir``, or reuse it when it finished with the same config and
+    checkpoint files; an unfinished one resumes (bench.run keeps finished images)."""
     from bench.run import RunConfigMismatch, run
+    from bench.runinfo import write_json
 
     cfg = compose(overrides)
-    done = run_dir / DONE_FILE
-    key = json.dumps(cfg, sort_keys=True, default=str)
-    if done.is_file():
-        prev = json.loads(done.read_text())
-        if json.dumps(prev["config"], sort_keys=True, default=str) == key:
-            m = run_dir / "metrics.csv"
-            return VariantResult(v, run_dir, cfg, overrides, read_metrics(m) if m.is_file() else None,
-                                 float(prev["wall_time_s"]), True, prev.get("info", {}))
+    hashes = checkpoint_hashes(cfg)
+    record = run_dir / DONE_FILE
+    prev = json.loads(record.read_text()) if record.is_file() else None
+    if prev is not None and prev.get("checkpoints") != hashes:
+        raise FigureError(f"variant {v.label!r}: {run_dir} holds images from other checkpoint files "
+                          f"(sha256 {prev.get('checkpoints')} vs now {hashes}); its images are kept. Move that "
+                          "directory away, or give the figure another out_dir=...")
+    same = prev is not None and json.dumps(prev["config"], sort_keys=True) == json.dumps(cfg, sort_keys=True)
+    if same and prev.get("finished"):
+        m = run_dir / "metrics.csv"
+        return VariantResult(v, run_dir, cfg, overrides, read_metrics(m) if m.is_file() else None,
+                             float(prev["wall_time_s"]), True, prev.get("info", {}))
     t0 = time.time()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_json(record, {"config": cfg, "overrides": overrides, "checkpoints": hashes, "finished": False})
     _write_hydra_files(run_dir, cfg, overrides)
     try:
         result = run(cfg, run_dir)
     except RunConfigMismatch as e:
         raise FigureError(f"variant {v.label!r}: {e} (or give the figure another out_dir=...)") from None
     wall = time.time() - t0
-    from bench.runinfo import write_json
-
-    write_json(done, {"config": cfg, "overrides": overrides, "wall_time_s": round(wall, 2), "info": result["info"]})
+    write_json(record, {"config": cfg, "overrides": overrides, "checkpoints": hashes, "finished": True,
+                        "wall_time_s": round(wall, 2), "info": result["info"]})
     m = run_dir / "metrics.csv"
     metrics = read_metrics(m) if (m.is_file() and result["metrics"] is not None) else None
     return VariantResult(v, run_dir, cfg, overrides, metrics, wall, False, result["info"])
@@ -236,7 +256,8 @@ def make_figure(spec: FigureSpec, out_dir: str | os.PathLike,
         paths["samples"] = samples
     wall = time.time() - t0
     paths["readme"] = write_readme(spec, results, skipped, out, wall)
-    print(f"[{spec.name}] wall time {wall / 60:.1f} min; wrote " + ", ".join(str(p) for p in paths.values()), flush=True)
+    print(f"[{spec.name}] wall time {wall / 60:.1f} min; wrote " + ", ".join(str(p) for p in paths.values()),
+          flush=True)
     return paths
 
 
@@ -244,8 +265,9 @@ def figure_table(spec: FigureSpec, results: Sequence[VariantResult]) -> pd.DataF
     """Every metrics row of every variant, with what made it."""
     frames = []
     for i, r in enumerate(results):
-        m = r.metrics if r.metrics is not None else pd.DataFrame({"guidance_weight": [float(w) for w in spec.size.weights],
-                                                                 "category": ["all"] * len(spec.size.weights)})
+        weights = [float(w) for w in spec.size.weights]
+        m = r.metrics if r.metrics is not None else pd.DataFrame({"guidance_weight": weights,
+                                                                 "category": ["all"] * len(weights)})
         front = pd.DataFrame({"figure": spec.name, "variant": i, "label": r.variant.label,
                               "note": r.variant.note or spec.note, "overrides": " ".join(r.overrides),
                               "run_dir": str(r.run_dir), "wall_time_s": round(r.wall_time_s, 1),

@@ -98,9 +98,11 @@ class Cascade:
                 log.warning("RANDOM WEIGHTS: stage %d (%s) has no checkpoint (%s); images are noise-like",
                             i, sc.kind, sc.checkpoint or "none configured")
                 built.append(Stage(model, sc, True, {}))
+        encoder = TextEncoder(text_encoder, dev)
+        check_compatible(built, encoder)
         for s in built:
             s.model.to(memory_format=torch.channels_last)
-        return cls(built, TextEncoder(text_encoder, dev), dev)
+        return cls(built, encoder, dev)
 
     def sample(self, tokens: torch.Tensor, mask: torch.Tensor, w: torch.Tensor, seeds: Sequence[int], *,
                steps: int = 25, kind: SamplerKind = "ddim", thresholding: Thresholding = "dynamic",
@@ -131,6 +133,29 @@ class Cascade:
                            prediction=st.cfg.prediction, thresholding=thresholding, percentile=percentile,
                            generators=gens, lowres=lowres, aug_level=level, on_step=on_step)
         return x
+
+
+def check_compatible(stages: list[Stage], encoder: TextEncoder) -> None:
+    """Each stage's input size is the previous stage's output size, and every stage reads tokens of the
+    encoder's width; a mismatch raises ``CheckpointError`` naming the config key (it would otherwise
+    fail deep inside a forward, or not at all)."""
+    for i, st in enumerate(stages):
+        src = st.cfg.checkpoint if not st.random_init else f"model.stages.{i}.arch"
+        text_dim = st.cfg.arch.get("text_dim")
+        if encoder.dim is not None and text_dim is not None and int(text_dim) != encoder.dim:
+            raise CheckpointError(
+                f"{src}: stage {i} ({st.cfg.kind}) reads {text_dim}-d text tokens, but the text encoder "
+                f"{encoder.id} gives {encoder.dim}-d (model.stages.{i}.checkpoint vs model.text_encoder)")
+        trained_with = st.info.get("text_encoder")
+        if trained_with and trained_with != encoder.id:
+            log.warning("%s: stage %d was trained with text encoder %s, sampling uses %s", src, i, trained_with,
+                        encoder.id)
+        if i > 0 and st.cfg.lowres_size != stages[i - 1].cfg.image_size:
+            prev = stages[i - 1]
+            raise CheckpointError(
+                f"{src}: stage {i} ({st.cfg.kind}) takes {st.cfg.lowres_size}x{st.cfg.lowres_size} input, but stage "
+                f"{i - 1} ({prev.cfg.checkpoint or 'random'}) makes {prev.cfg.image_size}x{prev.cfg.image_size} "
+                f"images (model.stages.{i - 1} / model.stages.{i})")
 
 
 def to_uint8(x: torch.Tensor) -> np.ndarray:

@@ -70,7 +70,10 @@ def load_stage(path: str | Path, device: str | torch.device = "cpu") -> tuple[to
     if not path.exists():
         raise CheckpointError(f"checkpoint not found: {path}")
     meta = read_meta(path)
-    model = build_stage(meta["kind"], meta["arch"])
+    try:
+        model = build_stage(meta["kind"], meta["arch"])
+    except (KeyError, TypeError, ValueError) as e:  # metadata without kind / arch, or an unknown arch key
+        raise CheckpointError(f"{path}: its metadata does not describe a stage this version can build ({e!r})") from e
     state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(path)).items()}
     try:
         model.load_state_dict(state, strict=True)

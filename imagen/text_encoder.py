@@ -54,6 +54,7 @@ class TextEncoder:
         self._model = None
         self._tokenizer = None
         self._memo: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._num_tokens: dict[str, int] = {}  # full token count of each text encoded here
         self.truncated: list[tuple[str, int]] = []
         if cfg.kind == "minilm":
             self.path, self.dim = None, 384
@@ -115,17 +116,24 @@ class TextEncoder:
         L = self.cfg.max_length
         full = self._tokenizer(texts, padding=True, truncation=False, return_tensors="pt")
         for text, n in zip(texts, full["attention_mask"].sum(1).tolist()):
-            if n > L:
-                self.truncated.append((text, n - L))
-                log.warning("prompt truncated by %d of %d tokens (text_encoder.max_length=%d): %.80r", n - L, n, L, text)
+            self._num_tokens[text] = int(n)
+            self._note_truncation(text, int(n))
         batch = self._tokenizer(texts, padding="max_length", truncation=True, max_length=L, return_tensors="pt")
         states = self._model(input_ids=batch["input_ids"].to(self.device),
                              attention_mask=batch["attention_mask"].to(self.device)).last_hidden_state.float().cpu()
         return [states[i, : int(n)].clone() for i, n in enumerate(batch["attention_mask"].sum(1))]
 
+    def _note_truncation(self, text: str, n: int) -> None:
+        """Record and log a text of ``n`` tokens that ``max_length`` cuts (also when read from the cache)."""
+        L = self.cfg.max_length
+        if n > L:
+            self.truncated.append((text, n - L))
+            log.warning("prompt truncated by %d of %d tokens (text_encoder.max_length=%d): %.80r", n - L, n, L, text)
+
     def encode(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-token states (B, max_length, D) float32 and mask (B, max_length) bool."""
-        from safetensors.torch import load_file, save_file
+        from safetensors import safe_open
+        from safetensors.torch import save_file
 
         out: dict[str, torch.Tensor] = {}
         todo = []
@@ -134,7 +142,11 @@ class TextEncoder:
                 continue
             f = self._cache_file(text)
             if self.cfg.cache and f.exists():
-                out[text] = load_file(str(f))["states"]
+                with safe_open(str(f), framework="pt") as sf:
+                    out[text] = sf.get_tensor("states")
+                    n = (sf.metadata() or {}).get("num_tokens")
+                if n is not None:
+                    self._note_truncation(text, int(n))
             else:
                 todo.append(text)
         # one text per forward: a text's states never depend on what it was batched with
@@ -146,7 +158,8 @@ class TextEncoder:
                     f = self._cache_file(text)
                     f.parent.mkdir(parents=True, exist_ok=True)
                     tmp = f.with_suffix(f".tmp{os.getpid()}")
-                    save_file({"states": states.contiguous()}, str(tmp))
+                    save_file({"states": states.contiguous()}, str(tmp),
+                              metadata={"num_tokens": str(self._num_tokens[text])})
                     os.replace(tmp, f)
         for text, states in out.items():
             self._memo[text] = states

@@ -131,10 +131,21 @@ def test_thresholding_figure_end_to_end_tiny_and_resumes(tmp_path, monkeypatch):
     assert pd.read_csv(again["csv"])[["label", "guidance_weight", "category", "fd"]].equals(
         table[["label", "guidance_weight", "category", "fd"]])
 
+    # images made with other checkpoint files are never mixed with new ones
+    import json
+
+    record = out / "runs" / "static-thresholding" / "figure_variant.json"
+    data = json.loads(record.read_text())
+    data["checkpoints"] = ["0" * 64, "none"]
+    record.write_text(json.dumps(data))
+    with pytest.raises(FigureError, match="other checkpoint files"):
+        make_figure(spec, out)
+    assert len(list((out / "runs" / "static-thresholding" / "images").rglob("*.png"))) == 4  # kept
+
 
 def test_cli_dry_run_prints_plan_and_estimate(tmp_path):
     cmd = [sys.executable, "-m", "bench.figures", "figure=text_encoder", "dry_run=true", f"out_dir={tmp_path / 'o'}"]
-    out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+    out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "2 variant(s), 384 images; estimate about 13 min" in out.stdout
     assert "model.text_encoder.kind=random" in out.stdout

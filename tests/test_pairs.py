@@ -232,12 +232,12 @@ def test_cli(runs, tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
     out = tmp_path / "cli"
     r = subprocess.run([sys.executable, "-m", "bench.pairs", f"a={a}", f"b={b}", f"out={out}", "k=2", "seed=5"],
-                       cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+                       cwd=tmp_path, env=env, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert f"{len(PROMPTS)} pairs (2 images per side" in r.stdout
     assert (out / "index.html").is_file() and (out / ".hydra" / "config.yaml").is_file()
     bad = make_run(tmp_path, "short", PROMPTS[:3], tag=3)
     r = subprocess.run([sys.executable, "-m", "bench.pairs", f"a={a}", f"b={bad}", f"out={tmp_path / 'bad'}"],
-                       cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+                       cwd=tmp_path, env=env, capture_output=True, text=True)
     assert r.returncode != 0
     assert "do not cover the same prompts" in r.stderr and "drawbench-003" in r.stderr

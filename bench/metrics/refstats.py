@@ -232,15 +232,26 @@ def coco_image_paths(image_dir: str | Path | None, n: int) -> list[Path]:
     return paths[:n]
 
 
+EIGHT_BIT_MODES = ("1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr")
+
+
 def _load_square(path: Path, resolution: int) -> np.ndarray:
+    """Any 8-bit image (greyscale, palette, RGBA, CMYK: converted to RGB) of any size, centre-cropped
+    square and resized; an unreadable file or a 16-bit / float image raises ValueError naming the file."""
     from PIL import Image
 
-    with Image.open(path) as im:
-        im = im.convert("RGB")
-        w, h = im.size
-        s = min(w, h)
-        im = im.crop(((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s))
-        return np.asarray(im.resize((resolution, resolution), Image.Resampling.BICUBIC))
+    try:
+        with Image.open(path) as im:
+            if im.mode not in EIGHT_BIT_MODES:
+                raise ValueError(f"mode {im.mode} (not 8 bits per channel: converting it to RGB would clip it)")
+            im = im.convert("RGB")
+            w, h = im.size
+            s = min(w, h)
+            im = im.crop(((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s))
+            return np.asarray(im.resize((resolution, resolution), Image.Resampling.BICUBIC))
+    except (OSError, ValueError, Image.DecompressionBombError) as e:
+        raise ValueError(f"reference image {path} is unusable: {e}; remove or replace it "
+                         f"(metrics.coco_images)") from e
 
 
 def coco_refstats(extractor: FeatureExtractor, image_dir: str | Path | None, n: int, resolution: int,

@@ -159,8 +159,10 @@ def _load_rgb(path: Path) -> np.ndarray:
         return np.asarray(im.convert("RGB"))
 
 
-def decode_batches(paths: list[Path], batch_size: int, workers: int) -> Iterator[np.ndarray]:
-    """uint8 (B, H, W, 3) batches in order; the next batch decodes in a thread pool while this one is used."""
+def decode_batches(paths: list[Path], batch_size: int, workers: int, size: int | None = None
+                   ) -> Iterator[np.ndarray]:
+    """uint8 (B, H, W, 3) batches in order; the next batch decodes in a thread pool while this one is used.
+    With ``size``, an image that is not ``size`` x ``size`` raises ValueError naming it."""
     chunks = [paths[i:i + batch_size] for i in range(0, len(paths), batch_size)]
     with ThreadPoolExecutor(max(1, workers)) as pool:
         pending = deque([pool.submit(_load_rgb, p) for p in c] for c in chunks[:2])
@@ -171,6 +173,11 @@ def decode_batches(paths: list[Path], batch_size: int, workers: int) -> Iterator
                 pending.append([pool.submit(_load_rgb, p) for p in chunks[nxt]])
                 nxt += 1
             arrays = [f.result() for f in futures]
+            if size is not None:
+                for p, a in zip(chunk, arrays):
+                    if a.shape[:2] != (size, size):
+                        raise ValueError(f"{p} is {a.shape[1]}x{a.shape[0]}, the manifest says {size}x{size}: "
+                                         "the file was replaced; delete it and resume the run to regenerate it")
             shapes = {a.shape for a in arrays}
             if len(shapes) > 1:
                 raise ValueError(f"images of different sizes {sorted(shapes)} in one run, e.g. {chunk[0]}")
@@ -188,13 +195,19 @@ def _extract_all(run_dir: Path, man: pd.DataFrame, cfg: MetricsConfig, models: _
     feats: dict[str, list[np.ndarray]] = {name: [] for name in models.extractors}
     verdicts: list[dict | None] = []
     start = 0
-    for batch in decode_batches(paths, cfg.batch_size, cfg.workers):
+    size = _resolution(run_dir, man) if len(man) else None
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(paths), desc="metrics", unit="img", dynamic_ncols=True)
+    for batch in decode_batches(paths, cfg.batch_size, cfg.workers, size):
         images = torch.from_numpy(batch).permute(0, 3, 1, 2).contiguous()
         for name, ext in models.extractors.items():
             feats[name].append(ext(images).numpy())
         for i, img in enumerate(batch):
             verdicts.append(_verdict(models.scorer, img, man.iloc[start + i]))
         start += len(batch)
+        bar.update(len(batch))
+    bar.close()
     return {k: np.concatenate(v) for k, v in feats.items()}, verdicts
 
 

@@ -15,6 +15,11 @@ from typing import Iterable, Sequence
 
 from .records import PromptRecord
 
+# Longer prompts are refused: text encoders read at most a few hundred tokens (T5 in Imagen: 128),
+# the longest prompt of DrawBench / PartiPrompts / COCO has under 400 characters, and a megabyte
+# "prompt" is a broken file, not a caption.
+MAX_PROMPT_CHARS = 10_000
+
 
 class PromptFileError(ValueError):
     """A prompt file is missing or malformed; the message names the file and line."""
@@ -88,7 +93,9 @@ def read_rows(path: str | Path, *, required: Sequence[str], delimiter: str = ","
         except StopIteration:
             break
         except csv.Error as e:
-            raise PromptFileError(f"cannot parse row: {e}", p, line) from None
+            hint = (f" (a prompt may hold at most {MAX_PROMPT_CHARS:,} characters)"
+                    if "field larger than field limit" in str(e) else "")
+            raise PromptFileError(f"cannot parse row: {e}{hint}", p, line) from None
         if not fields:
             raise PromptFileError("empty line (every line after the header must hold one prompt)", p, line)
         if len(fields) != len(names):
@@ -110,6 +117,9 @@ def require_text(value: str, what: str, path: str | Path, line: int) -> str:
 def make_record(path: str | Path, line: int, id: str, text: str, category: str,
                 truth: str | None = None) -> PromptRecord:
     """A :class:`PromptRecord`, with any validation error reported at ``path:line``."""
+    if len(text) > MAX_PROMPT_CHARS:
+        raise PromptFileError(f"prompt of {len(text):,} characters; the limit is {MAX_PROMPT_CHARS:,} "
+                              "(MAX_PROMPT_CHARS): is this a prompt file?", path, line)
     try:
         return PromptRecord(id, text, category, truth)
     except ValueError as e:

@@ -158,7 +158,7 @@ def draw_pareto(ax: Any, curves: Sequence[Curve], annotate: bool = True, floor: 
     return notes
 
 
-def draw_vs_w(ax: Any, curves: Sequence[Curve], column: str, band: bool = True,
+def draw_vs_w(ax: Any, curves: Sequence[Curve], column: MetricColumn, band: bool = True,
               colors: Sequence[str] | None = None) -> list[str]:
     """``column`` against guidance weight, one line per curve, CI band where computed."""
     notes: list[str] = []

@@ -149,6 +149,7 @@ def info_blocks(info: dict[str, Any] | None) -> list[Block]:
              ("images generated / resumed", f"{info.get('images_generated')} / {info.get('images_resumed')}"),
              ("text encoder", info.get("text_encoder")), ("truncated prompts", info.get("truncated_prompts")),
              ("device", info.get("device")), ("torch threads", info.get("threads")),
+             ("processes (world size)", info.get("world_size")),
              ("random weights", info.get("random_weights"))]
     out.append(("table", ["", ""], [[k, _fmt(v)] for k, v in facts if v is not None]))
     out.append(("p", "Seeds: each image's seed derives from (run seed, prompt id, sample index) and is the "
@@ -208,7 +209,7 @@ def report_blocks(run_dir: Path, info: dict[str, Any] | None, metrics: pd.DataFr
 
 # ------------------------------------------------------------------ rendering
 
-_MD_SPECIAL = re.compile(r"([\\`*_\[\]#|])")
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]#|$])")
 
 
 def md_escape(text: str) -> str:

@@ -1,0 +1,351 @@
+"""bench.regress: baselines that document themselves, verdicts, clear errors, and proof that the check
+bites on real metric computations (a model that ignores the text; a tiny cascade with corrupted weights)."""
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from bench.regress import (BaselineMismatch, RegressError, ToleranceRule, compare, failures,
+                           load_baseline, make_baseline, run_check, write_baseline)
+
+REPO = Path(__file__).resolve().parents[1]
+CATS = ("Colors", "Counting", "Positional")
+
+
+# ---------------------------------------------------------------- a run directory with fake metrics
+
+
+def fake_run(run_dir: Path, weights=(1.0, 3.0), per_category: int = 4, shift: dict | None = None) -> Path:
+    """manifest.csv + generation.json + metrics.json + metrics.csv with intervals (no images needed)."""
+    from bench.shapes import sample_scene
+
+    rng = random.Random("regress-fake")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    scenes = [sample_scene(rng, c) for c in CATS for _ in range(per_category)]
+    man = [{"path": f"images/w{w:g}/p{i}_s0.png", "prompt_id": f"p{i}", "prompt": s.caption, "category": s.category,
+            "seed": 1000 + i, "guidance_weight": f"{w:g}", "sample_index": 0, "image_index": j, "truth": s.to_json(),
+            "width": 32, "height": 32} for j, (w, (i, s)) in enumerate((w, x) for w in weights for x in enumerate(scenes))]
+    pd.DataFrame(man).to_csv(run_dir / "manifest.csv", index=False)
+    (run_dir / "generation.json").write_text(json.dumps({"guidance.weights": list(weights), "sampler.steps": 4,
+                                                         "seed": 0, "model.name": "imagen_tiny"}))
+    (run_dir / "metrics.json").write_text(json.dumps({"config": {"ref_n": 60, "bootstrap": 200, "seed": 0,
+                                                                 "device": "cpu"}}))
+    rows = []
+    for w in weights:
+        for cat in ("all",) + CATS:
+            a = 0.5 + 0.05 * w
+            rows.append({"guidance_weight": w, "category": cat, "num_images": 12 if cat == "all" else 4,
+                         "fd": 40.0 - w, "fd_ci_low": 38.0 - w, "fd_ci_high": 46.0 - w,
+                         "clip_score": 20.0 + w, "clip_score_ci_low": 19.0 + w, "clip_score_ci_high": 21.0 + w,
+                         "alignment": a, "alignment_ci_low": a - 0.1, "alignment_ci_high": a + 0.1,
+                         "cmmd": 2.0, "kid": np.nan, "kid_std": np.nan, "fd_extractor": "x", "clip_model": "y"})
+    table = pd.DataFrame(rows)
+    for (metric, w, cat), delta in (shift or {}).items():
+        table.loc[(table.guidance_weight == w) & (table.category == cat), metric] += delta
+    table.to_csv(run_dir / "metrics.csv", index=False)
+    return run_dir
+
+
+def test_conf_mirrors_the_tolerance_defaults():
+    d = yaml.safe_load((REPO / "conf" / "regress.yaml").read_text())
+    assert dataclasses.asdict(ToleranceRule.from_dict(d["tolerance"])) == dataclasses.asdict(ToleranceRule())
+    with pytest.raises(ValueError, match="unknown tolerance keys"):
+        ToleranceRule.from_dict({"kk": 2})
+    with pytest.raises(ValueError, match="seed_runs"):
+        ToleranceRule(method="seeds")
+
+
+def test_baseline_documents_values_tolerances_and_provenance(tmp_path):
+    run = fake_run(tmp_path / "run")
+    b = make_baseline(run)
+    e = {(x["metric"], x["guidance_weight"], x["category"]): x for x in b["entries"]}
+    # 2 weights x 4 rows x 4 metrics with a value (kid is empty: not gated, and said so)
+    assert len(e) == 32 and any("kid" in s for s in b["not_gated"])
+    al = e[("alignment", 3.0, "all")]
+    assert al["direction"] == "higher" and al["value"] == pytest.approx(0.65)
+    assert al["tolerance"] == pytest.approx(1.5 * 0.1 + 0.02)
+    assert "1.5 x 0.1" in al["tolerance_from"] and "alignment_ci_low" in al["tolerance_from"]
+    fd = e[("fd", 1.0, "Colors")]
+    assert fd["direction"] == "lower" and fd["tolerance"] == pytest.approx(1.5 * 4.0 + 0.02 * 39.0)
+    assert e[("cmmd", 1.0, "all")]["tolerance"] == pytest.approx(0.25 * 2.0)  # no interval: floors only
+    assert b["fingerprint"]["guidance_weights"] == [1.0, 3.0]
+    assert b["fingerprint"]["categories"] == {c: 4 for c in CATS}
+    assert b["fingerprint"]["generation"] == {"guidance.weights": [1.0, 3.0], "sampler.steps": 4, "seed": 0}
+    assert b["source"]["config"]["generation"]["model.name"] == "imagen_tiny"
+    assert "git_revision" in b["source"] and b["made_with_git_revision"]
+    assert "half-width" in b["tolerance_rule"]["description"] and b["tolerance_rule"]["k"] == 1.5
+    path = tmp_path / "baselines" / "b.json"
+    write_baseline(b, path)
+    assert load_baseline(path) == json.loads(json.dumps(b))
+
+
+def test_verdicts_unchanged_within_tolerance_regressed_improved_missing(tmp_path):
+    b = make_baseline(fake_run(tmp_path / "base"))
+    same = compare(fake_run(tmp_path / "same"), b)
+    assert (same["verdict"] == "ok").all() and failures(same) == []
+
+    shift = {("alignment", 3.0, "all"): -0.3,      # tolerance 0.17: regressed
+             ("fd", 1.0, "Counting"): +8.0,        # tolerance 6.78: regressed (lower is better)
+             ("clip_score", 1.0, "all"): -1.0,     # tolerance 1.6: within
+             ("fd", 3.0, "all"): -9.0,             # much better
+             ("cmmd", 3.0, "Colors"): np.nan}      # could not be computed any more
+    got = compare(fake_run(tmp_path / "worse", shift=shift), b).set_index(["metric", "guidance_weight", "category"])
+    assert got.loc[("alignment", 3.0, "all"), "verdict"] == "REGRESSED"
+    assert got.loc[("fd", 1.0, "Counting"), "verdict"] == "REGRESSED"
+    assert got.loc[("clip_score", 1.0, "all"), "verdict"] == "ok"
+    assert got.loc[("fd", 3.0, "all"), "verdict"] == "improved"
+    assert got.loc[("cmmd", 3.0, "Colors"), "verdict"] == "MISSING"
+    assert (got["verdict"] == "ok").sum() == len(got) - 4
+    lines = failures(got.reset_index())
+    assert len(lines) == 3 and any("alignment at w=3, category all" in s for s in lines)
+
+
+def test_command_prints_the_table_and_exits_nonzero_naming_the_metric(tmp_path, capsys):
+    base_path = tmp_path / "baseline.json"
+    assert run_check(fake_run(tmp_path / "base"), base_path, update=True) == 0
+    out = io.StringIO()
+    assert run_check(fake_run(tmp_path / "same"), base_path, out=out) == 0
+    table = out.getvalue()
+    assert "metric" in table and "tolerance" in table and "verdict" in table and "no regression" in table
+    worse = fake_run(tmp_path / "worse", shift={("clip_score", 3.0, "Positional"): -5.0})
+    assert run_check(worse, base_path, out=io.StringIO()) == 1
+    err = capsys.readouterr().err
+    assert "REGRESSED: clip_score at w=3, category Positional: baseline 23, now 18" in err
+    assert "1 of 32 values regressed" in err
+    # update=true rewrites it deliberately: the worse run is now the reference
+    assert run_check(worse, base_path, update=True, out=io.StringIO()) == 0
+    assert run_check(worse, base_path, out=io.StringIO()) == 0
+
+
+def test_clear_errors(tmp_path, capsys):
+    run = fake_run(tmp_path / "run")
+    b = make_baseline(run)
+    with pytest.raises(RegressError, match="baseline .*nope.json not found.*update=true"):
+        load_baseline(tmp_path / "nope.json")
+    with pytest.raises(RegressError, match="metrics.csv not found"):
+        make_baseline(tmp_path / "empty")
+    # another guidance sweep, other prompts, other sampler settings
+    with pytest.raises(BaselineMismatch, match=r"guidance_weights: baseline \[1.0, 3.0\], run \[1.0, 5.0\]"):
+        compare(fake_run(tmp_path / "w5", weights=(1.0, 5.0)), b)
+    with pytest.raises(BaselineMismatch, match="prompts_sha256"):
+        compare(fake_run(tmp_path / "n5", per_category=5), b)
+    other = fake_run(tmp_path / "steps")
+    (other / "generation.json").write_text(json.dumps({"guidance.weights": [1.0, 3.0], "sampler.steps": 8, "seed": 0}))
+    with pytest.raises(BaselineMismatch, match="generation.sampler.steps: baseline 4, run 8"):
+        compare(other, b)
+    # a missing column
+    cut = fake_run(tmp_path / "cut")
+    pd.read_csv(cut / "metrics.csv").drop(columns=["clip_score"]).to_csv(cut / "metrics.csv", index=False)
+    with pytest.raises(RegressError, match=r"lacks the columns \['clip_score'\]"):
+        compare(cut, b)
+    # the command reports these as bad input (2), not as a regression (1)
+    write_baseline(b, tmp_path / "b.json")
+    assert run_check(tmp_path / "w5", tmp_path / "b.json", out=io.StringIO()) == 2
+    assert run_check(cut, tmp_path / "nope.json", out=io.StringIO()) == 2
+    assert "another configuration" in capsys.readouterr().err
+    # the same settings measured with another metric model (a retrained shapes-CLIP)
+    weights = tmp_path / "shapes_clip.safetensors"
+    weights.write_bytes(b"first")
+    scored = fake_run(tmp_path / "scored")
+    (scored / "metrics.json").write_text(json.dumps({"config": {"fd_extractor": "shapes_clip",
+                                                                "shapes_clip_path": str(weights)}}))
+    b2 = make_baseline(scored)
+    assert len(b2["fingerprint"]["metric_weights"]["shapes_clip"]) == 16
+    assert (compare(scored, b2)["verdict"] == "ok").all()
+    weights.write_bytes(b"retrained")
+    with pytest.raises(BaselineMismatch, match="metric_weights.shapes_clip"):
+        compare(scored, b2)
+    (tmp_path / "bad.json").write_text(json.dumps({"format": "something-else"}))
+    with pytest.raises(RegressError, match="format"):
+        load_baseline(tmp_path / "bad.json")
+
+
+def test_tolerance_from_repeated_seeds(tmp_path):
+    runs = [fake_run(tmp_path / f"s{i}", shift={("alignment", 1.0, "all"): d}) for i, d in enumerate((0.0, 0.1, -0.1))]
+    rule = ToleranceRule(method="seeds", k=1.0, seed_runs=[str(runs[1]), str(runs[2])])
+    b = make_baseline(runs[0], rule)
+    al = next(e for e in b["entries"] if (e["metric"], e["guidance_weight"], e["category"]) == ("alignment", 1.0, "all"))
+    assert al["tolerance"] == pytest.approx(1.959963984540054 * 0.1 + 0.02)
+    assert "std 0.1 over 3 seeds" in al["tolerance_from"]
+    assert b["tolerance_rule"]["method"] == "seeds"
+
+
+# ---------------------------------------------------------------- proof it bites: real metric computations
+
+
+@pytest.fixture(scope="module")
+def tiny_shapes_clip(tmp_path_factory) -> Path:
+    """A small shapes-CLIP (random weights, the real model class and MiniLM text side), saved as safetensors.
+    Its random features already tell shapes renders from noise-like images (FD about 14x apart)."""
+    from bench.shapes_clip import ShapesClip, ShapesClipConfig, save_shapes_clip
+
+    torch.manual_seed(0)
+    model = ShapesClip(ShapesClipConfig(widths=(16, 16, 16, 16), depths=(1, 1, 1, 1), feature_dim=32, embed_dim=8,
+                                        text_width=16, text_heads=2))
+    path = tmp_path_factory.mktemp("sclip") / "shapes_clip.safetensors"
+    save_shapes_clip(model.eval(), path, dtype=torch.float32)
+    return path
+
+
+def metrics_cfg(tmp_path: Path, shapes_clip: Path, **kw) -> dict:
+    return {"shapes_clip_path": str(shapes_clip), "ref_n": 60, "cache_dir": str(tmp_path / "refcache"),
+            "bootstrap": 200, "fd_bootstrap": 10, "kid": False, "real_baseline": False, "batch_size": 16,
+            "workers": 1, "device": "cpu", **kw}
+
+
+def rendered_run(run_dir: Path, follow_text: bool, noise: float = 0.0, size: int = 32, per_category: int = 6) -> Path:
+    """A run of a stand-in generator that renders, for each prompt, its own scene (follows the text) or
+    another scene of the same category (ignores the text: what guidance off / a broken text path does);
+    ``noise``: pixel noise of this standard deviation on every image (a sampler that stops too early)."""
+    from bench.generate import atomic_write_png, plan_jobs, write_manifest
+    from bench.prompts.records import PromptRecord
+    from bench.shapes import render_batch, sample_scene
+
+    rng = random.Random("regress-rendered")
+    scenes = [sample_scene(rng, c) for c in CATS for _ in range(per_category)]
+    decoys = [sample_scene(rng, s.category) for s in scenes]
+    prompts = [PromptRecord(f"shapes-{i:04d}", s.caption, s.category, s.to_json()) for i, s in enumerate(scenes)]
+    jobs = plan_jobs(prompts, [3.0], 1, 0)
+    images = render_batch([s if follow_text else d for s, d in zip(scenes, decoys)], size)
+    if noise:
+        jitter = np.random.default_rng(0).normal(0.0, noise, images.shape)
+        images = np.clip(images + jitter, 0, 255).astype(np.uint8)
+    for j, img in zip(jobs, images):
+        atomic_write_png(img, run_dir / j.path)
+    write_manifest(run_dir, jobs, size)
+    return run_dir
+
+
+def test_real_metrics_catch_a_generator_that_ignores_the_text(tmp_path, tiny_shapes_clip):
+    from bench.metrics.score_run import MetricsConfig, score_run
+
+    cfg = MetricsConfig(**metrics_cfg(tmp_path, tiny_shapes_clip))
+    runs = {name: rendered_run(tmp_path / name, follow, noise) for name, follow, noise in
+            (("good", True, 0.0), ("again", True, 0.0), ("ignores_text", False, 0.0), ("noisy", True, 80.0))}
+    for run in runs.values():
+        score_run(run, cfg)
+    b = make_baseline(runs["good"])
+    assert all(r.verdict == "ok" for r in compare(runs["again"], b).itertuples())
+
+    def regressed(name: str) -> pd.DataFrame:
+        got = compare(runs[name], b)
+        return got[got.verdict == "REGRESSED"].set_index(["metric", "category"])
+
+    bad = regressed("ignores_text")
+    # exact detector: every category collapses (1.0 -> at most 0.5); the images are still good shapes
+    assert {("alignment", c) for c in ("all",) + CATS} <= set(bad.index)
+    assert bad.loc[("alignment", "all"), "baseline"] == 1.0 and bad.loc[("alignment", "all"), "now"] < 0.5
+    assert ("fd", "all") not in bad.index  # same image distribution: FD alone would have missed it
+    noisy = regressed("noisy")  # the right scenes under heavy pixel noise: every distance sees it
+    assert {("fd", "all"), ("cmmd", "all"), ("alignment", "all")} <= set(noisy.index)
+
+
+TINY_RUN = ["model=imagen_tiny", "prompts.n=12", "guidance.weights=[1,4]", "sampler.steps=4", "sampler.sr_steps=3",
+            "sampler.micro_batch=4", "threads=1", "device=cpu"]
+
+
+def run_tiny(run_dir: Path, ckpt: dict[str, Path], metrics: dict) -> dict:
+    """bench.run.run on the tiny cascade (in this process), composed through Hydra like the command line."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from bench.run import run
+
+    overrides = TINY_RUN + [f"model.stages.0.checkpoint={ckpt['base']}", f"model.stages.1.checkpoint={ckpt['sr']}"]
+    overrides += [f"metrics.{k}={v}" for k, v in metrics.items()]
+    with initialize_config_dir(version_base="1.3", config_dir=str(REPO / "conf")):
+        cfg = compose("config", overrides=overrides)
+    return run(OmegaConf.to_container(cfg, resolve=True), run_dir)
+
+
+@pytest.mark.slow
+def test_tiny_cascade_unchanged_passes_and_corrupted_weights_are_caught(tmp_path, tiny_checkpoints,
+                                                                       tiny_shapes_clip):
+    from safetensors.torch import load_file, save_file
+
+    m = metrics_cfg(tmp_path, tiny_shapes_clip)
+    run_tiny(tmp_path / "base", tiny_checkpoints, m)
+    baseline = tmp_path / "baseline.json"
+    assert run_check(tmp_path / "base", baseline, update=True, out=io.StringIO()) == 0
+    # the same model, a fresh run directory: deterministic, so it passes exactly
+    run_tiny(tmp_path / "same", tiny_checkpoints, m)
+    same = compare(tmp_path / "same", load_baseline(baseline))
+    assert (same["now"] == same["baseline"]).all() and (same["verdict"] == "ok").all()
+    # a corrupted super-resolution checkpoint (output bias off by +3): its images come out dark (mean pixel
+    # about 50 instead of 120; shapes scenes have a (240, 240, 240) background). A random-weight cascade
+    # has no quality to lose in finer ways; the rendered stand-in generator above covers those.
+    state = load_file(str(tiny_checkpoints["sr"]))
+    bad = {k: v + 3.0 if k == "out.bias" else v for k, v in state.items()}
+    path = tmp_path / "corrupt_sr.safetensors"
+    save_file(bad, str(path), metadata=_metadata(tiny_checkpoints["sr"]))  # same architecture metadata
+    run_tiny(tmp_path / "corrupt", {**tiny_checkpoints, "sr": path}, m)
+    got = compare(tmp_path / "corrupt", load_baseline(baseline)).set_index(["metric", "guidance_weight", "category"])
+    for w in (1.0, 4.0):
+        assert got.loc[("fd", w, "all"), "verdict"] == "REGRESSED", got.to_string()
+        assert got.loc[("cmmd", w, "all"), "verdict"] == "REGRESSED", got.to_string()
+    assert run_check(tmp_path / "corrupt", baseline, out=io.StringIO()) == 1
+
+
+def _metadata(path: Path) -> dict[str, str]:
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        return dict(f.metadata() or {})
+
+
+@pytest.mark.slow
+def test_command_line(tmp_path):
+    run = fake_run(tmp_path / "run")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "bench.regress", f"run={run}", f"baseline={tmp_path / 'b.json'}"]
+    made = subprocess.run(cmd + ["update=true"], cwd=REPO, env=env, capture_output=True, text=True)
+    assert made.returncode == 0, made.stderr
+    assert json.loads((tmp_path / "b.json").read_text())["entries"]
+    ok = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
+    assert ok.returncode == 0 and "no regression" in ok.stdout
+    fake_run(run, shift={("alignment", 1.0, "Colors"): -0.5})
+    bad = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
+    assert bad.returncode == 1 and "REGRESSED: alignment at w=1, category Colors" in bad.stderr
+    assert "REGRESSED" in bad.stdout  # the table
+    missing = subprocess.run(cmd[:4] + [f"baseline={tmp_path / 'none.json'}"], cwd=REPO, env=env,
+                             capture_output=True, text=True)
+    assert missing.returncode == 2 and "none.json not found" in missing.stderr
+    usage = subprocess.run(cmd[:4], cwd=REPO, env=env, capture_output=True, text=True)
+    assert usage.returncode == 2 and "missing baseline" in usage.stderr
+    assert not list(REPO.glob("outputs")), "bench.regress must not leave Hydra output folders"
+
+
+def test_ci_regression_experiment_only_overrides_and_is_balanced():
+    from collections import Counter
+
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from bench.prompts.registry import load_prompts
+    from bench.run import flatten
+
+    path = REPO / "conf" / "experiment" / "ci_regression.yaml"
+    assert path.read_text().startswith("# @package _global_")
+    with initialize_config_dir(version_base="1.3", config_dir=str(REPO / "conf")):
+        base = OmegaConf.to_container(compose("config"), resolve=True)
+        ci = OmegaConf.to_container(compose("config", overrides=["+experiment=ci_regression"]), resolve=True)
+    own = {k: v for k, v in yaml.safe_load(path.read_text()).items() if k != "defaults"}
+    assert set(flatten(own)) <= set(flatten(base))  # overrides existing keys only
+    assert ci["model"]["name"] == "imagen_base" and ci["prompts"]["name"] == "shapes"
+    assert ci["guidance"]["weights"] == [1, 3, 7.5] and ci["seed"] == 0
+    assert ci["metrics"]["ref_n"] == 1000 and ci["metrics"]["kid"] is False and ci["metrics"]["enabled"]
+    assert ci["sampler"]["steps"] < base["sampler"]["steps"]
+    prompts = load_prompts(**ci["prompts"])
+    assert Counter(p.category for p in prompts) == {"Colors": 12, "Counting": 12, "Positional": 12}

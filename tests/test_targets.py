@@ -1,0 +1,64 @@
+"""bench.shapes.targets: the shipped cascade's quality table, on runs of a rendering stand-in generator."""
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from bench.shapes.targets import main, targets_table, verdicts
+
+CATS = ("Colors", "Counting", "Positional")
+
+
+def rendered_run(run_dir: Path, swap_positional: bool, per_category: int = 12) -> Path:
+    """Images rendered from each prompt's own scene at w = 1 and w = 5; with ``swap_positional``, the
+    Positional images at w = 1 show the two objects swapped (the relation fails)."""
+    from bench.generate import atomic_write_png, plan_jobs, write_manifest
+    from bench.prompts.records import PromptRecord
+    from bench.shapes import render_batch, sample_scene
+    from bench.shapes.scene import Scene
+
+    rng = random.Random("targets")
+    scenes = [sample_scene(rng, c) for c in CATS for _ in range(per_category)]
+    prompts = [PromptRecord(f"shapes-{i:04d}", s.caption, s.category, s.to_json()) for i, s in enumerate(scenes)]
+    jobs = plan_jobs(prompts, [1.0, 5.0], 1, 0)
+    by_id = {p.id: s for p, s in zip(prompts, scenes)}
+    shown = []
+    for j in jobs:
+        s = by_id[j.prompt.id]
+        if swap_positional and s.category == "Positional" and j.guidance_weight == 1.0:
+            a, b = s.objects
+            a2 = type(a)(a.shape, a.color, b.cx, b.cy, a.size)
+            b2 = type(b)(b.shape, b.color, a.cx, a.cy, b.size)
+            s = Scene(s.category, (a2, b2), s.relation, s.count, s.caption)
+        shown.append(s)
+    for j, img in zip(jobs, render_batch(shown, 64)):
+        atomic_write_png(img, run_dir / j.path)
+    write_manifest(run_dir, jobs, 64)
+    return run_dir
+
+
+def test_real_renders_meet_every_target_and_a_broken_relation_is_seen(tmp_path, capsys):
+    run = rendered_run(tmp_path / "run", swap_positional=True)
+    table = targets_table(run).set_index("guidance_weight")
+    assert (table.loc[5.0, ["color_single", "color_exact_single", "counting", "positional"]] == 1.0).all()
+    assert (table.loc[1.0, ["color_single", "counting"]] == 1.0).all()
+    assert table.loc[1.0, "positional"] == 0.0  # every relation reversed
+    assert table.loc[1.0, "n_images"] == 36
+    lines = verdicts(table.reset_index())
+    assert lines[0].startswith("best guidance weight (highest positional): w = 5")
+    assert any("positional" in ln and "met" in ln and "NOT" not in ln for ln in lines)
+    assert main([str(run)]) == 0
+    assert pd.read_csv(run / "targets.csv").shape[0] == 2
+    assert "color_single" in capsys.readouterr().out
+
+
+def test_errors(tmp_path, capsys):
+    assert main([str(tmp_path)]) == 2
+    assert "not a run directory" in capsys.readouterr().err
+    assert main([]) == 2
+    (tmp_path / "manifest.csv").write_text("path,prompt,category,guidance_weight,truth\n")
+    with pytest.raises(ValueError, match="no shapes images"):
+        targets_table(tmp_path)
