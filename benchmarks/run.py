@@ -100,6 +100,7 @@ def stage_files(model_name: str, out: Path) -> tuple[dict[str, Path], str]:
 
     cfg = yaml.safe_load((REPO / "conf" / "model" / f"{model_name}.yaml").read_text())
     paths, sources = {}, []
+    out.mkdir(parents=True, exist_ok=True)
     for i, st in enumerate(cfg["stages"]):
         dst = out / f"{st['kind']}.safetensors"
         src = REPO / st["checkpoint"] if st.get("checkpoint") else None
@@ -464,8 +465,11 @@ def measure_feature_throughput(resolution: int, n: int, batch_size: int, repeats
         for b in batches:
             fid.update(b, real=False)
 
-    ours_s = timed(ours, repeats)
-    theirs_s = timed(theirs, repeats)
+    ours(), theirs()  # warm-up
+    ours_s, theirs_s = [], []
+    for _ in range(repeats):  # interleaved, so that both see the same machine state
+        ours_s += timed(ours, 1, warmup=0)
+        theirs_s += timed(theirs, 1, warmup=0)
     st = ours()
     theirs()
     diff = float(np.abs(st.sum / st.n - (fid.fake_features_sum / fid.fake_features_num_samples).numpy()).max())

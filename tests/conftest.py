@@ -61,3 +61,19 @@ def tiny_cascade(tiny_checkpoints):
     stages = [StageConfig("base", TINY_BASE, str(tiny_checkpoints["base"]), "v", 16, 0),
               StageConfig("sr", TINY_SR, str(tiny_checkpoints["sr"]), "v", 32, 16)]
     return Cascade.load(stages, TextEncoderConfig(kind="minilm", max_length=16), device="cpu", allow_random=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_shapes_clip(tmp_path_factory):
+    """A small shapes-CLIP (random weights, the real model class and MiniLM text side), saved as safetensors.
+    Its random features already tell shapes renders from noise-like images (FD about 14x apart)."""
+    import torch
+
+    from bench.shapes_clip import ShapesClip, ShapesClipConfig, save_shapes_clip
+
+    torch.manual_seed(0)
+    model = ShapesClip(ShapesClipConfig(widths=(16, 16, 16, 16), depths=(1, 1, 1, 1), feature_dim=32, embed_dim=8,
+                                        text_width=16, text_heads=2))
+    path = tmp_path_factory.mktemp("sclip") / "shapes_clip.safetensors"
+    save_shapes_clip(model.eval(), path, dtype=torch.float32)
+    return path

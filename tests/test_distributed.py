@@ -113,18 +113,6 @@ def test_run_refuses_a_directory_another_run_holds(tmp_path):
 # ---------------------------------------------------------------- two processes, real command line
 
 
-@pytest.fixture(scope="module")
-def tiny_shapes_clip(tmp_path_factory) -> Path:
-    from bench.shapes_clip import ShapesClip, ShapesClipConfig, save_shapes_clip
-
-    torch.manual_seed(0)
-    model = ShapesClip(ShapesClipConfig(widths=(8, 8, 8, 8), depths=(1, 1, 1, 1), feature_dim=16, embed_dim=8,
-                                        text_width=16, text_heads=2))
-    path = tmp_path_factory.mktemp("sclip") / "shapes_clip.safetensors"
-    save_shapes_clip(model.eval(), path, dtype=torch.float32)
-    return path
-
-
 def _overrides(ckpt: dict[str, Path], sclip: Path, cache: Path) -> list[str]:
     # 8 prompts x 2 weights = 16 images, micro-batches of 3 (uneven shards); metric batches of 5
     return ["model=imagen_tiny", f"model.stages.0.checkpoint={ckpt['base']}", f"model.stages.1.checkpoint={ckpt['sr']}",

@@ -185,20 +185,6 @@ def test_tolerance_from_repeated_seeds(tmp_path):
 # ---------------------------------------------------------------- proof it bites: real metric computations
 
 
-@pytest.fixture(scope="module")
-def tiny_shapes_clip(tmp_path_factory) -> Path:
-    """A small shapes-CLIP (random weights, the real model class and MiniLM text side), saved as safetensors.
-    Its random features already tell shapes renders from noise-like images (FD about 14x apart)."""
-    from bench.shapes_clip import ShapesClip, ShapesClipConfig, save_shapes_clip
-
-    torch.manual_seed(0)
-    model = ShapesClip(ShapesClipConfig(widths=(16, 16, 16, 16), depths=(1, 1, 1, 1), feature_dim=32, embed_dim=8,
-                                        text_width=16, text_heads=2))
-    path = tmp_path_factory.mktemp("sclip") / "shapes_clip.safetensors"
-    save_shapes_clip(model.eval(), path, dtype=torch.float32)
-    return path
-
-
 def metrics_cfg(tmp_path: Path, shapes_clip: Path, **kw) -> dict:
     return {"shapes_clip_path": str(shapes_clip), "ref_n": 60, "cache_dir": str(tmp_path / "refcache"),
             "bootstrap": 200, "fd_bootstrap": 10, "kid": False, "real_baseline": False, "batch_size": 16,
