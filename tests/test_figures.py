@@ -2,7 +2,6 @@
 runs end to end at a tiny size (random tiny cascade, stand-in shapes-CLIP) and resumes."""
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +13,8 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from bench.figures import FigureError, FigureSpec, compose_run_config, make_figure, num_images, plan
+
+import metrics_support  # shared stand-ins; tests/ is on sys.path (not a package)
 
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"
@@ -27,14 +28,6 @@ def _figure(name: str, overrides: list[str] = ()) -> FigureSpec:
         cfg = compose(config_name="figures", overrides=[f"figure={name}", *overrides])
     d = OmegaConf.to_container(cfg, resolve=True)
     return FigureSpec.from_dict(d["figure"], d["run"])
-
-
-def _support():
-    path = Path(__file__).with_name("test_metrics_support.py")
-    spec = importlib.util.spec_from_file_location("_metrics_support_fig", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_required_figures_exist():
@@ -92,7 +85,7 @@ TINY = ["run.model=imagen_tiny", "figure.size.prompts=2", "figure.size.weights=[
 
 @pytest.mark.slow
 def test_thresholding_figure_end_to_end_tiny_and_resumes(tmp_path, monkeypatch):
-    _support().install_stub_shapes_clip(monkeypatch)  # a stand-in shapes-CLIP: FD, CLIP score and CMMD work
+    metrics_support.install_stub_shapes_clip(monkeypatch)  # a stand-in shapes-CLIP: FD, CLIP score and CMMD work
     cheap = ["metrics.ref_n=40", f"metrics.cache_dir={tmp_path / 'ref'}", "metrics.bootstrap=50",
              "metrics.fd_bootstrap=5", "metrics.kid=false", "metrics.real_baseline=false", "metrics.device=cpu",
              "device=cpu", "sampler.micro_batch=2"]

@@ -2,7 +2,6 @@
 key layout, open_clip from a local config + weights file (CLIP score vs torchmetrics), shapes-CLIP."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import time
 from pathlib import Path
@@ -23,14 +22,7 @@ from bench.metrics.extractors import (
     build_extractor,
 )
 
-
-def load_support():
-    """The shared stand-ins in test_metrics_support.py, loaded by path (independent of sys.path)."""
-    path = Path(__file__).with_name("test_metrics_support.py")
-    spec = importlib.util.spec_from_file_location("_metrics_support", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+import metrics_support  # shared stand-ins; tests/ is on sys.path (not a package)
 
 
 def _images(n: int, size: int, seed: int = 0) -> torch.Tensor:
@@ -181,7 +173,7 @@ def test_open_clip_weights_missing_is_a_clear_error(tmp_path, tiny_clip_files):
 # ---- shapes-CLIP ---------------------------------------------------------------------------------------
 
 def test_shapes_clip_adapter_uses_the_lazy_module(monkeypatch):
-    stub = load_support().install_stub_shapes_clip(monkeypatch)
+    stub = metrics_support.install_stub_shapes_clip(monkeypatch)
     fd = build_extractor("shapes_clip", device="cpu")
     emb = fd.with_features("embedding")
     assert len(stub.loaded) == 1  # one model, two views

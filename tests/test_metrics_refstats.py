@@ -1,7 +1,6 @@
 """Reference statistics: computed once per key, loaded after, recomputed only for another key; clear errors."""
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -11,16 +10,7 @@ from bench.metrics import refstats as rs
 from bench.metrics.frechet import FrechetStats
 
 
-def load_support():
-    """The shared stand-ins in test_metrics_support.py, loaded by path (independent of sys.path)."""
-    path = Path(__file__).with_name("test_metrics_support.py")
-    spec = importlib.util.spec_from_file_location("_metrics_support", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-S = load_support()
+import metrics_support as S  # shared stand-ins; tests/ is on sys.path (not a package)
 
 
 def test_same_key_loads_and_another_key_recomputes(tmp_path, monkeypatch):

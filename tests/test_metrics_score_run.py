@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import sys
 import types
 from pathlib import Path
@@ -17,16 +16,7 @@ from bench.metrics.score_run import COLUMNS, MetricsConfig, score_run
 REPO = Path(__file__).resolve().parents[1]
 
 
-def load_support():
-    """The shared stand-ins in test_metrics_support.py, loaded by path (independent of sys.path)."""
-    path = Path(__file__).with_name("test_metrics_support.py")
-    spec = importlib.util.spec_from_file_location("_metrics_support", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-S = load_support()
+import metrics_support as S  # shared stand-ins; tests/ is on sys.path (not a package)
 
 
 def _cfg(tmp_path: Path, **kw) -> MetricsConfig:

@@ -1,5 +1,5 @@
 """Stand-ins shared by the metrics tests: a tiny shapes-CLIP module, a counting extractor and a fake
-run directory. The other test_metrics_* files load this file by path (see ``load_support``)."""
+run directory. Tests import it as ``import metrics_support`` (pytest puts tests/ on sys.path: it is not a package)."""
 from __future__ import annotations
 
 import hashlib
