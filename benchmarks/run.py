@@ -34,6 +34,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import torch  # noqa: E402
 
 SWEEP = (1.0, 2.0, 3.0, 5.0, 7.5, 10.0)  # K = 6 guidance weights (conf/guidance/sweep.yaml)
+QUICK_METRICS = ("metrics.ref_n=200", "metrics.bootstrap=100", "metrics.fd_bootstrap=10", "metrics.kid_subsets=10")
 
 
 def log(msg: str) -> None:
@@ -246,27 +247,59 @@ def chunk_counts(n_prompts: int, weights: tuple[float, ...], micro_batch: int) -
             "needed_rows": w1 + 2 * guided}
 
 
-def cli_import_seconds() -> float:
-    """What each separate ``python -m bench.run`` pays before any work: the interpreter and the imports of a run."""
-    code = ("import torch, transformers, hydra, matplotlib.pyplot, pandas; import bench.run, bench.generate, "
-            "bench.report, imagen.cascade; from transformers import AutoModel, AutoTokenizer")
+def run_overrides(model_name: str, ckpt: dict[str, Path], text_cache: Path, n_prompts: int,
+                  weights: tuple[float, ...], steps: int, sr_steps: int, micro_batch: int, threads: int,
+                  metrics: bool) -> list[str]:
+    """The ``bench.run`` overrides of one benchmark run (CLI arguments, or ``compose`` in process)."""
+    return [f"model={model_name}", f"model.stages.0.checkpoint={ckpt['base']}",
+            f"model.stages.1.checkpoint={ckpt['sr']}", f"model.text_encoder.cache_dir={text_cache}",
+            f"prompts.n={n_prompts}", f"guidance.weights=[{','.join(f'{w:g}' for w in weights)}]",
+            f"sampler.steps={steps}", f"sampler.sr_steps={sr_steps}", f"sampler.micro_batch={micro_batch}",
+            "device=cpu", f"threads={threads}"] + ([] if metrics else ["metrics=none"])
+
+
+def cli_run(overrides: list[str], run_dir: Path, log_file: Path) -> float:
+    """Wall seconds of one ``python -m bench.run`` process (interpreter start to exit)."""
     t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
+    with open(log_file, "w") as out:
+        subprocess.run([sys.executable, "-m", "bench.run", *overrides, f"hydra.run.dir={run_dir}"], cwd=REPO,
+                       check=True, stdout=out, stderr=subprocess.STDOUT)
     return time.perf_counter() - t0
 
 
+def metrics_rows_match(sweep_dir: Path, single_dirs: dict[float, Path]) -> bool:
+    """Every row of each single-weight run's metrics.csv equals the sweep run's row for that weight."""
+    import pandas as pd
+
+    sweep = pd.read_csv(sweep_dir / "metrics.csv")
+    for w, d in single_dirs.items():
+        one = pd.read_csv(d / "metrics.csv").reset_index(drop=True)
+        part = sweep[sweep["guidance_weight"] == w].reset_index(drop=True)
+        try:
+            pd.testing.assert_frame_equal(one, part)
+        except AssertionError as e:
+            log(f"WARNING: metrics of the w={w:g} run differ from the sweep's rows: {e}")
+            return False
+    return True
+
+
 def measure_sweep(model_name: str, ckpt: dict[str, Path], work: Path, n_prompts: int, steps: int, sr_steps: int,
-                  micro_batch: int, threads: int) -> dict[str, Any]:
-    """One run over K weights vs K single-weight runs (same prompts, steps, seeds), each a full in-process
-    ``bench.run.run`` with metrics off (cascade load, text encoding, generation, manifest, report)."""
+                  micro_batch: int, threads: int, cli: bool = True, metrics_overrides: tuple[str, ...] = ()
+                  ) -> dict[str, Any]:
+    """One run over K weights vs K single-weight runs (same prompts, steps, seeds).
+
+    Headline (``gain``): wall clock of ``python -m bench.run`` processes with the default metrics, as
+    a user runs them: one sweep process vs K single-weight processes, against reference statistics
+    cached beforehand (neither side computes them). Details: the same comparison inside one
+    process with metrics off (``gain_in_process``: cascade load, text encoding, generation, manifest,
+    report), and generation alone (``gain_generation_only``: micro-batch packing).
+    """
+    from bench.metrics.score_run import MetricsConfig, score_run
     from bench.run import run
 
     def cfg(weights: tuple[float, ...], text_cache: Path, n: int = n_prompts) -> dict:
-        return compose([f"model={model_name}", f"model.stages.0.checkpoint={ckpt['base']}",
-                        f"model.stages.1.checkpoint={ckpt['sr']}", f"model.text_encoder.cache_dir={text_cache}",
-                        f"prompts.n={n}", f"guidance.weights=[{','.join(f'{w:g}' for w in weights)}]",
-                        f"sampler.steps={steps}", f"sampler.sr_steps={sr_steps}", f"sampler.micro_batch={micro_batch}",
-                        "metrics=none", "device=cpu", f"threads={threads}"])
+        return compose(run_overrides(model_name, ckpt, text_cache, n, weights, steps, sr_steps, micro_batch,
+                                     threads, metrics=False))
 
     # warm-up (not timed): first-call costs (imports of the report, kernel set-up for both micro-batch shapes)
     run(cfg((1.0, 2.0), work / "text-warmup", n=1), work / "warmup")
@@ -298,21 +331,43 @@ def measure_sweep(model_name: str, ckpt: dict[str, Path], work: Path, n_prompts:
                 b = np.asarray(Image.open(single), dtype=np.int16)
                 max_pixel_diff = max(max_pixel_diff, int(np.abs(a - b).max()))
     singles_s = sum(s["seconds"] for s in singles)
-    overhead = cli_import_seconds()
     sweep_chunks = chunk_counts(n_prompts, SWEEP, micro_batch)
     single_chunks = [chunk_counts(n_prompts, (w,), micro_batch) for w in SWEEP]
-    return {
-        "gain": singles_s / sweep_s,
+    in_process = {
+        "gain_in_process": singles_s / sweep_s,
         "gain_generation_only": sum(s["generation_s"] for s in singles) / info["wall_time_s"]["generation"],
-        "gain_with_cli_process_per_run": (singles_s + len(SWEEP) * overhead) / (sweep_s + overhead),
+        "sweep_seconds": sweep_s, "sweep_generation_s": info["wall_time_s"]["generation"],
+        "single_runs": singles, "singles_seconds": singles_s}
+    out: dict[str, Any] = {
+        "gain": None, **in_process,
         "images_byte_identical": identical, "images_differing": differ, "max_pixel_diff": max_pixel_diff,
         "num_images": len(merged), "weights": list(SWEEP),
         "prompts": n_prompts, "steps": steps, "sr_steps": sr_steps, "micro_batch": micro_batch,
-        "sweep_seconds": sweep_s, "sweep_generation_s": info["wall_time_s"]["generation"],
-        "single_runs": singles, "singles_seconds": singles_s, "cli_process_import_s": overhead,
         "sweep_micro_batches": sweep_chunks,
         "singles_micro_batches": {k: sum(c[k] for c in single_chunks) for k in sweep_chunks},
     }
+    if not cli:
+        out["gain"] = out["gain_in_process"]
+        return out
+    # reference statistics and everything derived from them (real-image baselines at these row sizes)
+    # computed before either side is timed, into the cache both use
+    text_cache = work / "text-cli"
+    shutil.copytree(work / "text-sweep", text_cache)  # prompt embeddings already cached, for both sides alike
+    args = lambda weights: run_overrides(model_name, ckpt, text_cache, n_prompts, weights, steps, sr_steps,  # noqa: E731
+                                         micro_batch, threads, metrics=True) + list(metrics_overrides)
+    score_run(work / "sweep", MetricsConfig.from_dict(compose(args(SWEEP))["metrics"]))
+    cli_sweep_s = cli_run(args(SWEEP), work / "cli-sweep", work / "cli-sweep.log")
+    cli_singles = {w: cli_run(args((w,)), work / f"cli-single-w{w:g}", work / f"cli-single-w{w:g}.log")
+                   for w in SWEEP}
+    out.update({
+        "gain": sum(cli_singles.values()) / cli_sweep_s,
+        "cli_sweep_seconds": cli_sweep_s,
+        "cli_single_seconds": {f"{w:g}": s for w, s in cli_singles.items()},
+        "cli_metrics_rows_identical": metrics_rows_match(work / "cli-sweep",
+                                                         {w: work / f"cli-single-w{w:g}" for w in SWEEP}),
+        "cli_images_byte_identical": digests(work / "cli-sweep") == swept,
+    })
+    return out
 
 
 # ------------------------------------------------------------------------------------------------ peer
@@ -404,7 +459,7 @@ def measure_ref_cache(run_dir: Path, work: Path, quick: bool) -> dict[str, Any]:
 
     kw: dict[str, Any] = dict(cache_dir=str(work / "refcache"), device="cpu")
     if quick:
-        kw.update(ref_n=200, bootstrap=100, fd_bootstrap=10, kid_subsets=10)
+        kw.update({k.split(".", 1)[1].split("=")[0]: int(k.split("=")[1]) for k in QUICK_METRICS})
     cfg = sr.MetricsConfig(**kw)
     times, tables, parts = [], [], []
     for _ in range(2):
@@ -535,7 +590,8 @@ def main(argv: list[str] | None = None) -> int:
         results["mfu"] = {k: v["mfu"] for k, v in mfu.items()}
         log("sweep batching")
         sweep = measure_sweep(size["model"], ckpt, work / "sweep", size["sweep_prompts"], size["steps"],
-                              size["sr_steps"], size["micro_batch"], threads)
+                              size["sr_steps"], size["micro_batch"], threads,
+                              metrics_overrides=QUICK_METRICS if q else ())
         results["sweep_batching_gain"] = sweep["gain"]
         peer: dict[str, Any] = {"skipped": "--skip-peer"}
         if not a.skip_peer:

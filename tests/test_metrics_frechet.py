@@ -132,3 +132,52 @@ def test_bootstrap_mean_ci():
     assert bootstrap_mean_ci(np.array([5.0]), 100) == (5.0, 5.0)
     assert np.isnan(bootstrap_mean_ci(np.array([]), 100)[0])
     assert percentile_interval(np.arange(101.0), 0.9) == pytest.approx((5.0, 95.0))
+
+
+@pytest.mark.parametrize("n,d", [(12, 40), (40, 40), (300, 16)])
+def test_feature_form_equals_sqrtm_below_and_above_the_feature_dim(n, d):
+    """The Gram form (n < D) and the D x D form give scipy-sqrtm's FD."""
+    rng = np.random.default_rng(n + d)
+    y = rng.normal(size=(500, d)) @ rng.normal(size=(d, d)) * 0.2
+    x = rng.normal(size=(n, d)) + 0.4
+    sx, sy = FrechetStats.from_features(x), FrechetStats.from_features(y)
+    ref = FrechetReference.from_stats(sy)
+    assert ref.distance_features(x) == pytest.approx(frechet_distance(sx.mu, sx.sigma, sy.mu, sy.sigma), rel=1e-7)
+
+
+def test_weighted_distances_equal_fd_of_the_duplicated_images():
+    """Counts c are a resample: image i drawn c_i times; chunking does not change the values."""
+    from bench.metrics.bootstrap import resample_count_matrix
+
+    rng = np.random.default_rng(11)
+    x, y = rng.normal(size=(30, 10)), rng.normal(size=(200, 10)) + 0.1
+    ref = FrechetReference.from_stats(FrechetStats.from_features(y))
+    counts = resample_count_matrix(30, 7, seed=3)
+    got = ref.weighted_distances(x, counts)
+    for c, v in zip(counts, got):
+        dup = np.repeat(x, c.astype(int), axis=0)
+        assert v == pytest.approx(ref.distance_features(dup), rel=1e-9)
+    np.testing.assert_allclose(ref.weighted_distances(x, counts, max_bytes=1), got, rtol=1e-12)
+
+
+def test_count_matrix_draws_the_same_resamples_as_the_generator():
+    from bench.metrics.bootstrap import resample_count_matrix, resample_counts
+
+    rng = np.random.default_rng(4)
+    expected = np.stack([np.bincount(rng.integers(0, 23, 23), minlength=23) for _ in range(50)])
+    np.testing.assert_array_equal(resample_count_matrix(23, 50, seed=4), expected)
+    np.testing.assert_array_equal(resample_count_matrix(23, 50, seed=4, max_elements=40), expected)
+    np.testing.assert_array_equal(np.stack(list(resample_counts(23, 50, seed=4))), expected)
+
+
+def test_torch_and_numpy_updates_give_the_same_state():
+    x = torch.randn(64, 9, generator=torch.Generator().manual_seed(5))
+    a = FrechetStats(9).update(x[:30]).update(x[30:])
+    b = FrechetStats(9).update(x.double().numpy())
+    assert a.n == b.n == 64
+    np.testing.assert_allclose(a.sum_outer, b.sum_outer, rtol=1e-12)
+    np.testing.assert_allclose(a.sum, b.sum, rtol=1e-12)
+    with pytest.raises(ValueError, match="dim"):
+        a.update(torch.randn(3, 8))
+    with pytest.raises(ValueError, match="2-D"):
+        a.update(torch.randn(3, 9, 1))

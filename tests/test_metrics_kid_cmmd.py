@@ -113,3 +113,13 @@ def test_cmmd_reference_code_form_and_blocks():
     assert abs(cmmd(x, x)) < 1e-9
     with pytest.raises(ValueError):
         CMMDReference(y, estimator="median")
+
+
+def test_cmmd_reference_with_a_given_self_term_equals_the_computed_one():
+    from bench.metrics.cmmd import reference_self_mean
+
+    rng = np.random.default_rng(12)
+    x, y = rng.normal(size=(20, 6)), rng.normal(size=(50, 6)) + 0.2
+    for est in ("biased", "unbiased"):
+        k = reference_self_mean(y, estimator=est)
+        assert CMMDReference(y, estimator=est, k_yy=k).distance(x) == CMMDReference(y, estimator=est).distance(x)

@@ -30,6 +30,19 @@ def test_same_key_loads_and_another_key_recomputes(tmp_path, monkeypatch):
     assert len(calls) == 4 and len(list(tmp_path.glob("*.npz"))) == 4
 
 
+def test_derived_values_are_computed_once_and_dropped_when_the_reference_is_recomputed(tmp_path):
+    ext = S.CountingExtractor()
+    ref = rs.shapes_refstats(ext, n=20, resolution=16, seed=0, cache=tmp_path, batch_size=8)
+    calls = []
+    assert ref.derived("x", lambda: calls.append(1) or 2.5) == 2.5
+    again = rs.shapes_refstats(ext, n=20, resolution=16, seed=0, cache=tmp_path, batch_size=8)
+    assert again.derived("x", lambda: calls.append(1) or 9.0) == 2.5 and calls == [1]
+    ref.path.unlink()  # the reference file is gone: it is recomputed, and what was derived from it forgotten
+    fresh = rs.shapes_refstats(ext, n=20, resolution=16, seed=0, cache=tmp_path, batch_size=8)
+    assert fresh.derived("x", lambda: 7.0) == 7.0
+    assert rs.RefStats(ref.key, ref.groups).derived("x", lambda: 1.5) == 1.5  # no file: computed each time
+
+
 def test_shapes_reference_is_deterministic_and_split_by_category(tmp_path):
     ext = S.CountingExtractor()
     a = rs.shapes_refstats(ext, n=40, resolution=16, seed=0, cache=tmp_path / "a")

@@ -88,6 +88,23 @@ def test_rescoring_loads_reference_stats_instead_of_recomputing(tmp_path, monkey
     assert second == 6 + 6           # only the run's images
 
 
+def test_real_baseline_and_cmmd_reference_term_are_cached_with_the_reference(tmp_path, monkeypatch):
+    """fd_real (FD of N real images) and CMMD's K_yy depend on the reference only: a rescore reads them
+    from <reference>.derived.json instead of rendering and embedding real images again."""
+    stub = S.install_stub_shapes_clip(monkeypatch)
+    run = tmp_path / "run"
+    S.make_run(run, weights=(1.0,), per_category=2)
+    first_table = score_run(run, _cfg(tmp_path))
+    first = sum(m.images_seen for m in stub.loaded)
+    sides = list((tmp_path / "refcache").glob("*.derived.json"))
+    assert sides and any("fd_real/" in p.read_text() for p in sides)
+    assert any("cmmd_k_yy/" in p.read_text() for p in sides)
+    second_table = score_run(run, _cfg(tmp_path))
+    assert sum(m.images_seen for m in stub.loaded) - first == 6 + 6  # only the run's images
+    pd.testing.assert_frame_equal(first_table, second_table)
+    assert second_table["fd_real"].notna().any()
+
+
 def test_out_of_domain_prompts_are_labelled_and_alignment_left_empty(tmp_path, monkeypatch):
     S.install_stub_shapes_clip(monkeypatch)
     run = tmp_path / "run"

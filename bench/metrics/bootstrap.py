@@ -19,9 +19,20 @@ def percentile_interval(values: np.ndarray, level: float = 0.95) -> tuple[float,
 
 def resample_counts(n: int, n_resamples: int, seed: int = 0) -> Iterator[np.ndarray]:
     """For each resample, float64 counts (n,): how often each of n images is drawn (with replacement)."""
+    yield from resample_count_matrix(n, n_resamples, seed)
+
+
+def resample_count_matrix(n: int, n_resamples: int, seed: int = 0, max_elements: int = 1 << 24) -> np.ndarray:
+    """Counts of all resamples at once, float64 (n_resamples, n); the same draws as ``resample_counts``
+    (one ``integers(0, n, n)`` per resample from ``default_rng(seed)``, drawn in blocks)."""
     rng = np.random.default_rng(seed)
-    for _ in range(n_resamples):
-        yield np.bincount(rng.integers(0, n, n), minlength=n).astype(np.float64)
+    out = np.zeros((n_resamples, n), dtype=np.float64)
+    step = max(1, max_elements // max(n, 1))
+    for s in range(0, n_resamples, step):
+        draws = rng.integers(0, n, (min(step, n_resamples - s), n))
+        rows = np.repeat(np.arange(draws.shape[0]), n)
+        np.add.at(out[s:s + draws.shape[0]], (rows, draws.ravel()), 1.0)
+    return out
 
 
 def bootstrap_mean_ci(values: np.ndarray, n_resamples: int = 1000, seed: int = 0,
@@ -34,5 +45,5 @@ def bootstrap_mean_ci(values: np.ndarray, n_resamples: int = 1000, seed: int = 0
     v = v[np.isfinite(v)]
     if n_resamples <= 0 or v.size == 0:
         return float("nan"), float("nan")
-    means = np.array([c @ v / v.size for c in resample_counts(v.size, n_resamples, seed)])
+    means = resample_count_matrix(v.size, n_resamples, seed) @ v / v.size
     return percentile_interval(means, level)

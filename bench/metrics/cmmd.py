@@ -49,16 +49,25 @@ def _self_mean(x: np.ndarray, sigma: float, estimator: Estimator) -> float:
     return (s - n) / (n * (n - 1))  # the diagonal k(x_i, x_i) = 1
 
 
+def reference_self_mean(ref: Any, sigma: float = CMMD_SIGMA, estimator: Estimator = "biased") -> float:
+    """Mean K_yy of reference embeddings (N, D): the reference-only term of CMMD, cacheable with the reference."""
+    y = _normalise(ref)
+    return _self_mean(y, sigma, estimator) if y.shape[0] >= 2 else float("nan")
+
+
 class CMMDReference:
-    """Reference embeddings with their self-kernel mean precomputed (it is shared by every row)."""
+    """Reference embeddings with their self-kernel mean precomputed (it is shared by every row);
+    ``k_yy`` given (from ``reference_self_mean``, e.g. cached) skips the N x N kernel sum."""
 
     def __init__(self, ref: Any, sigma: float = CMMD_SIGMA, scale: float = CMMD_SCALE,
-                 estimator: Estimator = "biased") -> None:
+                 estimator: Estimator = "biased", k_yy: float | None = None) -> None:
         if estimator not in ("biased", "unbiased"):
             raise ValueError(f"CMMD estimator must be 'biased' or 'unbiased', got {estimator!r}")
         self.y = _normalise(ref)
         self.sigma, self.scale, self.estimator = sigma, scale, estimator
-        self.k_yy = _self_mean(self.y, sigma, estimator) if self.y.shape[0] >= 2 else float("nan")
+        if k_yy is None:
+            k_yy = _self_mean(self.y, sigma, estimator) if self.y.shape[0] >= 2 else float("nan")
+        self.k_yy = float(k_yy)
 
     def distance(self, gen: Any) -> float:
         """CMMD of generated embeddings ``gen`` (N, D) against the reference; nan when N < 2."""

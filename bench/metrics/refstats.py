@@ -84,6 +84,32 @@ class RefStats:
     groups: dict[str, FrechetStats]
     features: np.ndarray | None = None  # float32 (n, dim)
     labels: np.ndarray | None = None    # (n,) group label per image
+    path: Path | None = None            # the cache file, when loaded from or saved to one
+
+    def derived(self, name: str, compute: Callable[[], float]) -> float:
+        """A number that depends on this reference only (e.g. the FD of N real images against it, or
+        the CMMD self-kernel mean), computed once and kept beside the cache file in
+        ``<file>.derived.json``; without a cache file it is computed every time."""
+        if self.path is None:
+            return float(compute())
+        side = self.path.with_name(self.path.name + ".derived.json")
+        try:
+            known = json.loads(side.read_text()) if side.is_file() else {}
+        except (OSError, ValueError):
+            known = {}  # unreadable: recomputed and rewritten
+        if name in known:
+            return float(known[name])
+        value = float(compute())
+        latest = {}
+        try:
+            latest = json.loads(side.read_text()) if side.is_file() else {}
+        except (OSError, ValueError):
+            pass
+        latest[name] = value
+        tmp = side.with_name(f"{side.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(latest, indent=1, sort_keys=True))
+        os.replace(tmp, side)
+        return value
 
     def stats(self, group: str = "all") -> tuple[str, FrechetStats]:
         """(the group used, its stats): the group's own stats when the reference has them, else ``all``."""
@@ -162,6 +188,7 @@ def load_or_compute(key: RefKey, make_batches: Callable[[], Batches], extractor:
             raise ValueError(f"{path} holds reference stats for {ref.key}, not {key}: remove the file or use "
                              f"another cache dir (metrics.cache_dir); it is never recomputed silently")
         log.info("reference stats: loaded %s (%s)", path, key.describe())
+        ref.path = path
         return ref
     if not allow_compute:
         raise FileNotFoundError(f"no reference stats for {key} at {path}; compute them with "
@@ -170,6 +197,8 @@ def load_or_compute(key: RefKey, make_batches: Callable[[], Batches], extractor:
                 key.describe(), key.extractor, path)
     ref = compute_refstats(key, make_batches(), extractor)
     ref.save(path)
+    path.with_name(path.name + ".derived.json").unlink(missing_ok=True)  # values derived from a former file
+    ref.path = path
     return ref
 
 

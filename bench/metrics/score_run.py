@@ -43,7 +43,7 @@ import torch
 
 from .bootstrap import bootstrap_mean_ci
 from .clip_score import clip_score_per_image
-from .cmmd import CMMDReference
+from .cmmd import CMMD_SIGMA, CMMDReference, reference_self_mean
 from .extractors import FeatureExtractor, ImageTextEncoder, OpenClipExtractor, ShapesClipExtractor, build_extractor
 from .frechet import FrechetReference, FrechetStats, fd_bootstrap
 from .kid import kid
@@ -298,7 +298,7 @@ class _Scorer:
         x = self.feats[ext.name][idx]
         if x.shape[0] >= 2:
             fref = self._fd_ref(group, stats)
-            row["fd"] = fref.distance(FrechetStats.from_features(x))
+            row["fd"] = fref.distance_features(x)
             row["fd_ci_low"], row["fd_ci_high"] = fd_bootstrap(x, fref, cfg.fd_bootstrap, cfg.seed, cfg.ci_level)
             if cfg.real_baseline and cfg.reference == "shapes" and not ood:
                 row["fd_real"] = self._real_fd(group, x.shape[0], ext, fref)
@@ -316,14 +316,23 @@ class _Scorer:
         ref = self.refs["cmmd"]
         group, _ = ref.stats(category)
         if group not in self._cmmd_refs:
-            self._cmmd_refs[group] = CMMDReference(ref.group_features(group), estimator=self.cfg.cmmd_estimator)
+            feats, est = ref.group_features(group), self.cfg.cmmd_estimator
+            k_yy = ref.derived(f"cmmd_k_yy/{group}/sigma={CMMD_SIGMA:g}/{est}",
+                               lambda: reference_self_mean(feats, CMMD_SIGMA, est))
+            self._cmmd_refs[group] = CMMDReference(feats, estimator=est, k_yy=k_yy)
         return self._cmmd_refs[group]
 
     def _real_fd(self, group: str, n: int, ext: FeatureExtractor, fref: FrechetReference) -> float:
+        """FD of n real images against the reference group: a property of the reference, cached beside it."""
         if (group, n) not in self._fd_real:
-            real = shapes_real_features(ext, n, self.resolution, f"{self.cfg.ref_seed}:{group}:{n}",
-                                        None if group == "all" else group, batch_size=max(self.cfg.batch_size, 256))
-            self._fd_real[(group, n)] = fref.distance(FrechetStats.from_features(real))
+            stream = f"{self.cfg.ref_seed}:{group}:{n}"
+
+            def compute() -> float:
+                real = shapes_real_features(ext, n, self.resolution, stream, None if group == "all" else group,
+                                            batch_size=max(self.cfg.batch_size, 256))
+                return fref.distance_features(real)
+
+            self._fd_real[(group, n)] = self.refs["fd"].derived(f"fd_real/{group}/n={n}/stream={stream}", compute)
         return self._fd_real[(group, n)]
 
     def _alignment_columns(self, row: dict, idx: np.ndarray) -> None:
