@@ -5,9 +5,17 @@
 with unbiased covariances (divide by n - 1), as pytorch-fid, torch-fidelity, torchmetrics and
 edm compute it. The state is ``n``, ``sum`` and ``sum_outer`` (sum of x x^T) in float64, so
 shards combine by adding them (``merge``) and a float32 input never changes the result beyond
-its own rounding. The matrix square root is ``scipy.linalg.sqrtm``; like edm and pytorch-fid we
-keep its real part (a small imaginary part is numerical noise of a near-singular product) and
-warn when the imaginary part is not small.
+its own rounding.
+
+Two routes to the trace term, the same quantity:
+
+- ``frechet_distance`` / ``FrechetStats.compute``: ``scipy.linalg.sqrtm`` of Sigma_1 Sigma_2; like
+  edm and pytorch-fid we keep its real part (a small imaginary part is numerical noise of a
+  near-singular product) and warn when the imaginary part is not small.
+- ``FrechetReference`` (what ``metrics.csv`` uses, point estimate and bootstrap): the eigenvalues
+  of the symmetric PSD Sigma_r^(1/2) Sigma Sigma_r^(1/2), from the smaller of its D x D form and the
+  n x n Gram form of the row's features: ~50x faster per row on 256-d features, no imaginary
+  parts (tests: equal to the sqrtm route to 1e-7 relative).
 """
 from __future__ import annotations
 

@@ -204,10 +204,11 @@ def load_shapes_clip(path: str | Path | None = None, device: str | torch.device 
     if meta.get("kind") != "shapes_clip":
         raise CheckpointError(f"{path}: not a shapes-CLIP checkpoint (metadata kind={meta.get('kind')!r})")
     arch = {k: tuple(v) if isinstance(v, list) else v for k, v in meta["arch"].items()}
-    model = ShapesClip(ShapesClipConfig(**arch))
+    with torch.device("meta"):  # no random initialisation of weights that are replaced at once
+        model = ShapesClip(ShapesClipConfig(**arch))
     state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(path)).items()}
     try:
-        model.load_state_dict(state, strict=True)
+        model.load_state_dict(state, strict=True, assign=True)
     except RuntimeError as e:
         raise CheckpointError(f"{path}: weights do not match the architecture in its metadata:\n{e}") from e
     return model.to(device).eval()

@@ -1,0 +1,78 @@
+"""Profile of the metric phase: ``score_run`` on a run directory, first with an empty reference cache,
+then again with the cache filled (a repeat run), under cProfile.
+
+    python benchmarks/profile_metrics.py RUN_DIR [--top 15] [--out benchmarks/profile_metrics.json]
+
+Prints both wall times and the functions with the most cumulative time in the repeat; with
+``--out`` writes them as JSON. The run directory is copied first (score_run writes metrics.csv
+into it). Used for the before/after table of the metric phase in the README.
+"""
+from __future__ import annotations
+
+import argparse
+import cProfile
+import json
+import os
+import pstats
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def top_functions(prof: cProfile.Profile, top: int) -> list[dict]:
+    stats = pstats.Stats(prof)
+    rows = []
+    for (path, line, name), (_, ncalls, _tottime, cumtime, _) in stats.stats.items():  # type: ignore[attr-defined]
+        if path.startswith(str(REPO)) and "site-packages" not in path:  # the project's own functions
+            rows.append({"function": f"{Path(path).relative_to(REPO)}:{line}({name})", "calls": ncalls,
+                         "cumulative_s": round(cumtime, 3)})
+    return sorted(rows, key=lambda r: -r["cumulative_s"])[:top]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--top", type=int, default=15)
+    p.add_argument("--out", type=Path)
+    a = p.parse_args(argv)
+    from bench.metrics.score_run import MetricsConfig, score_run
+
+    work = Path(tempfile.mkdtemp(prefix="imagen-bench-profile-"))
+    try:
+        run = work / "run"
+        shutil.copytree(a.run_dir, run, ignore=shutil.ignore_patterns("metrics.*"))
+        cfg = MetricsConfig(cache_dir=str(work / "refcache"), device="cpu")
+        t0 = time.perf_counter()
+        score_run(run, cfg)
+        first = time.perf_counter() - t0
+        prof = cProfile.Profile()
+        t0 = time.perf_counter()
+        prof.enable()
+        score_run(run, cfg)
+        prof.disable()
+        repeat = time.perf_counter() - t0
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    import pandas as pd
+
+    images = len(pd.read_csv(a.run_dir / "manifest.csv"))
+    result = {"run_dir": str(a.run_dir), "images": images, "first_s": first, "repeat_s": repeat,
+              "repeat_speedup": first / repeat, "repeat_top_functions": top_functions(prof, a.top)}
+    print(f"{images} images: first {first:.2f} s (reference statistics computed), repeat {repeat:.2f} s "
+          f"(cached): {first / repeat:.1f}x")
+    for r in result["repeat_top_functions"]:
+        print(f"  {r['cumulative_s']:8.3f} s  {r['calls']:6d}  {r['function']}")
+    if a.out:
+        a.out.write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
