@@ -264,13 +264,16 @@ def run_overrides(model_name: str, ckpt: dict[str, Path], text_cache: Path, n_pr
             "device=cpu", f"threads={threads}"] + ([] if metrics else ["metrics=none"])
 
 
-def cli_run(overrides: list[str], run_dir: Path, log_file: Path) -> float:
-    """Wall seconds of one ``python -m bench.run`` process (interpreter start to exit)."""
+def cli_run(overrides: list[str], run_dir: Path, log_file: Path) -> dict[str, Any]:
+    """Wall seconds of one ``python -m bench.run`` process (interpreter start to exit), with the run's
+    own per-phase wall times (``run_info.json``)."""
     t0 = time.perf_counter()
     with open(log_file, "w") as out:
         subprocess.run([sys.executable, "-m", "bench.run", *overrides, f"hydra.run.dir={run_dir}"], cwd=REPO,
                        check=True, stdout=out, stderr=subprocess.STDOUT)
-    return time.perf_counter() - t0
+    seconds = time.perf_counter() - t0
+    phases = json.loads((run_dir / "run_info.json").read_text()).get("wall_time_s", {})
+    return {"seconds": seconds, "phases_s": phases}
 
 
 def metrics_rows_match(sweep_dir: Path, single_dirs: dict[float, Path]) -> bool:
@@ -290,13 +293,14 @@ def metrics_rows_match(sweep_dir: Path, single_dirs: dict[float, Path]) -> bool:
 
 
 def measure_sweep(model_name: str, ckpt: dict[str, Path], work: Path, n_prompts: int, steps: int, sr_steps: int,
-                  micro_batch: int, threads: int, cli: bool = True, metrics_overrides: tuple[str, ...] = ()
-                  ) -> dict[str, Any]:
+                  micro_batch: int, threads: int, cli: bool = True, metrics_overrides: tuple[str, ...] = (),
+                  cli_repeats: int = 2) -> dict[str, Any]:
     """One run over K weights vs K single-weight runs (same prompts, steps, seeds).
 
     Headline (``gain``): wall clock of ``python -m bench.run`` processes with the default metrics, as
     a user runs them: one sweep process vs K single-weight processes, against reference statistics
-    cached beforehand (neither side computes them). Details: the same comparison inside one
+    cached beforehand (neither side computes them); ``cli_repeats`` alternating rounds, each side's
+    time its minimum over the rounds (per weight for the singles). Details: the same comparison inside one
     process with metrics off (``gain_in_process``: cascade load, text encoding, generation, manifest,
     report), and generation alone (``gain_generation_only``: micro-batch packing).
     """
@@ -362,16 +366,23 @@ def measure_sweep(model_name: str, ckpt: dict[str, Path], work: Path, n_prompts:
     args = lambda weights: run_overrides(model_name, ckpt, text_cache, n_prompts, weights, steps, sr_steps,  # noqa: E731
                                          micro_batch, threads, metrics=True) + list(metrics_overrides)
     score_run(work / "sweep", MetricsConfig.from_dict(compose(args(SWEEP))["metrics"]))
-    cli_sweep_s = cli_run(args(SWEEP), work / "cli-sweep", work / "cli-sweep.log")
-    cli_singles = {w: cli_run(args((w,)), work / f"cli-single-w{w:g}", work / f"cli-single-w{w:g}.log")
-                   for w in SWEEP}
+    sweep_runs: list[dict[str, Any]] = []
+    single_runs: dict[float, list[dict[str, Any]]] = {w: [] for w in SWEEP}
+    for r in range(cli_repeats):  # alternating sides, each in a fresh run directory
+        sweep_runs.append(cli_run(args(SWEEP), work / f"cli{r}-sweep", work / f"cli{r}-sweep.log"))
+        for w in SWEEP:
+            single_runs[w].append(cli_run(args((w,)), work / f"cli{r}-single-w{w:g}", work / f"cli{r}-single-w{w:g}.log"))
+    sweep_best = min(x["seconds"] for x in sweep_runs)
+    singles_best = sum(min(x["seconds"] for x in runs) for runs in single_runs.values())
     out.update({
-        "gain": sum(cli_singles.values()) / cli_sweep_s,
-        "cli_sweep_seconds": cli_sweep_s,
-        "cli_single_seconds": {f"{w:g}": s for w, s in cli_singles.items()},
-        "cli_metrics_rows_identical": metrics_rows_match(work / "cli-sweep",
-                                                         {w: work / f"cli-single-w{w:g}" for w in SWEEP}),
-        "cli_images_byte_identical": digests(work / "cli-sweep") == swept,
+        "gain": singles_best / sweep_best,
+        "cli_repeats": cli_repeats,
+        "cli_sweep_seconds": sweep_best, "cli_singles_seconds": singles_best,
+        "cli_sweep_runs": sweep_runs,
+        "cli_single_runs": {f"{w:g}": runs for w, runs in single_runs.items()},
+        "cli_metrics_rows_identical": metrics_rows_match(work / "cli0-sweep",
+                                                         {w: work / f"cli0-single-w{w:g}" for w in SWEEP}),
+        "cli_images_byte_identical": digests(work / "cli0-sweep") == swept,
     })
     return out
 
@@ -456,30 +467,37 @@ def timing_wrapper(module: Any, name: str, sink: list[float]) -> Iterator[None]:
         setattr(module, name, real)
 
 
-def measure_ref_cache(run_dir: Path, work: Path, quick: bool) -> dict[str, Any]:
-    """``score_run`` twice on one run with the same reference-stats key and a fresh cache directory."""
+def measure_ref_cache(run_dir: Path, work: Path, quick: bool, repeats: int = 2) -> dict[str, Any]:
+    """``score_run`` on one run: first with an empty reference cache, then again with it filled (same key).
+    ``repeats`` fresh caches, each scored twice; each side's time is its minimum over the repeats (the
+    least-disturbed measurement on a shared machine)."""
     import pandas as pd
 
     from bench.metrics import refstats as rs
     from bench.metrics import score_run as sr
 
-    kw: dict[str, Any] = dict(cache_dir=str(work / "refcache"), device="cpu")
-    if quick:
-        kw.update({k.split(".", 1)[1].split("=")[0]: int(k.split("=")[1]) for k in QUICK_METRICS})
-    cfg = sr.MetricsConfig(**kw)
-    times, tables, parts = [], [], []
-    for _ in range(2):
-        ref_s: list[float] = []
-        real_s: list[float] = []
-        with timing_wrapper(rs, "load_or_compute", ref_s), timing_wrapper(sr, "shapes_real_features", real_s):
-            t0 = time.perf_counter()
-            tables.append(sr.score_run(run_dir, cfg))
-            times.append(time.perf_counter() - t0)
-        parts.append({"reference_stats_s": sum(ref_s), "fd_real_baseline_s": sum(real_s)})
-    pd.testing.assert_frame_equal(tables[0], tables[1])
-    return {"speedup": times[0] / times[1], "first_s": times[0], "second_s": times[1],
-            "first_breakdown": parts[0], "second_breakdown": parts[1],
-            "reference_stats_phase_speedup": parts[0]["reference_stats_s"] / max(parts[1]["reference_stats_s"], 1e-9),
+    firsts, seconds, tables, parts = [], [], [], []
+    for r in range(repeats):
+        kw: dict[str, Any] = dict(cache_dir=str(work / f"refcache{r}"), device="cpu")
+        if quick:
+            kw.update({k.split(".", 1)[1].split("=")[0]: int(k.split("=")[1]) for k in QUICK_METRICS})
+        cfg = sr.MetricsConfig(**kw)
+        for sink in (firsts, seconds):
+            ref_s: list[float] = []
+            real_s: list[float] = []
+            with timing_wrapper(rs, "load_or_compute", ref_s), timing_wrapper(sr, "shapes_real_features", real_s):
+                t0 = time.perf_counter()
+                tables.append(sr.score_run(run_dir, cfg))
+                sink.append(time.perf_counter() - t0)
+            parts.append({"reference_stats_s": sum(ref_s), "fd_real_baseline_s": sum(real_s)})
+    for t in tables[1:]:
+        pd.testing.assert_frame_equal(tables[0], t)
+    first_parts, second_parts = parts[0::2], parts[1::2]
+    ref_first = min(p["reference_stats_s"] for p in first_parts)
+    ref_second = min(p["reference_stats_s"] for p in second_parts)
+    return {"speedup": min(firsts) / min(seconds), "first_s": firsts, "second_s": seconds,
+            "first_breakdown": first_parts, "second_breakdown": second_parts,
+            "reference_stats_phase_speedup": ref_first / max(ref_second, 1e-9),
             "ref_n": cfg.ref_n, "num_images": int(tables[0].loc[tables[0]["category"] == "all", "num_images"].sum()),
             "tables_identical": True}
 
