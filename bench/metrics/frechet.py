@@ -197,7 +197,7 @@ class FrechetReference:
     features X (n, D): with B = (X - mu) Sigma_r^(1/2) / sqrt(n - 1), Sigma_r^(1/2) Sigma Sigma_r^(1/2)
     = B^T B, whose non-zero eigenvalues are those of the n x n Gram matrix B B^T; the smaller of
     the two is decomposed, so a row of 50 images against 2048-d Inception features costs a 50 x 50
-    eigenproblem instead of a 2048 x 2048 ``sqrtm`` (tests: equal to ``frechet_distance`` to 1e-9).
+    eigenproblem instead of a 2048 x 2048 ``sqrtm`` (tests: equal to ``frechet_distance`` to 1e-7).
     """
 
     mu: np.ndarray
