@@ -20,6 +20,7 @@ from bench.metrics.extractors import (
     OpenClipExtractor,
     ShapesClipExtractor,
     build_extractor,
+    file_sha8,
 )
 
 import metrics_support  # shared stand-ins; tests/ is on sys.path (not a package)
@@ -204,9 +205,29 @@ def test_shapes_clip_adapter_with_the_real_module(tmp_path):
     save_shapes_clip(ShapesClip(), path, dtype=torch.float32)
     fd = build_extractor("shapes_clip", shapes_clip_path=str(path), device="cpu", batch_size=4)
     emb = fd.with_features("embedding")
-    assert fd.name == "shapes-clip-v1/fd" and emb.name == "shapes-clip-v1" and fd.resize == RESIZE
+    sha8 = file_sha8(path)  # not the shipped weights: their digest is part of the name (and reference keys)
+    assert fd.name == f"shapes-clip-v1[{sha8}]/fd" and emb.name == f"shapes-clip-v1[{sha8}]" and fd.resize == RESIZE
     images = _images(6, 32)
     f, e = fd(images), emb(images)
     assert f.shape == (6, fd.dim) and e.shape == (6, emb.dim) and fd.dim != emb.dim
     torch.testing.assert_close(e.norm(dim=-1), torch.ones(6))
     torch.testing.assert_close(f, fd.model.fd_features(images))
+
+
+def test_shapes_clip_names_the_shipped_weights_plainly_and_others_by_digest(tmp_path):
+    """A retrained shapes-CLIP under the same config name must not reuse the shipped weights' reference stats."""
+    from bench.metrics.refstats import shapes_key
+    from bench.shapes_clip.model import DEFAULT_WEIGHTS, ShapesClip, save_shapes_clip
+
+    shipped = ShapesClipExtractor(None, "cpu")
+    assert shipped.name == "shapes-clip-v1/fd"
+    assert ShapesClipExtractor(DEFAULT_WEIGHTS, "cpu").name == shipped.name
+    copy = tmp_path / "copy.safetensors"
+    copy.write_bytes(Path(DEFAULT_WEIGHTS).read_bytes())
+    assert ShapesClipExtractor(copy, "cpu").name == shipped.name  # same bytes, same weights
+    torch.manual_seed(1)
+    other = tmp_path / "retrained.safetensors"
+    save_shapes_clip(ShapesClip(), other)
+    retrained = ShapesClipExtractor(other, "cpu")
+    assert retrained.name == f"shapes-clip-v1[{file_sha8(other)}]/fd"
+    assert shapes_key(retrained, 100, 64).filename() != shapes_key(shipped, 100, 64).filename()

@@ -245,7 +245,9 @@ class ShapesClipExtractor:
         self.model: Any = model if model is not None else module.load_shapes_clip(
             path=None if path is None else str(path), device=str(self.device))
         self.features = features
-        base = str(self.model.name)
+        # the weights are part of the name (and so of every reference-stats key), as for Inception:
+        # another file than the shipped one gets its digest appended
+        base = str(self.model.name) + self._weights_tag(path, module)
         self.resize = str(getattr(module, "RESIZE", "shapes-CLIP's own (bench.shapes_clip.model)"))
         if features == "fd" and hasattr(self.model, "fd_features"):
             self._fn, self.dim, self.name = self.model.fd_features, int(self.model.feature_dim), f"{base}/fd"
@@ -253,6 +255,17 @@ class ShapesClipExtractor:
             self._fn, self.name = self.model.image_features, base
             self.dim = int(getattr(self.model, "embed_dim", self.model.feature_dim))
         self.batch_size = batch_size
+
+    @staticmethod
+    def _weights_tag(path: str | Path | None, module: Any) -> str:
+        """Nothing for the shipped weights (or an in-memory model), else "[sha8]" of the weights file."""
+        if path is None:
+            return ""
+        shipped = getattr(module, "DEFAULT_WEIGHTS", None)
+        sha8 = file_sha8(path)
+        if shipped is not None and Path(shipped).is_file() and file_sha8(shipped) == sha8:
+            return ""
+        return f"[{sha8}]"
 
     @staticmethod
     def _module() -> Any:
