@@ -375,10 +375,11 @@ def score_run_sharded(run_dir: Path, cfg: "MetricsConfig", d: Dist) -> "pd.DataF
     if len(man) == 0:
         raise ValueError(f"{run_dir / 'manifest.csv'} lists no images")
     models = sr._build_models(cfg, needs_alignment=bool((man["truth"] != "").any()))
+    resolution = sr._resolution(run_dir, man)
     mine = shard_indices(len(man), cfg.batch_size, d)
     part: tuple[np.ndarray, dict[str, np.ndarray], list] = (mine, {}, [])
     if mine.size:
-        feats, verdicts = sr._extract_all(run_dir, man.iloc[mine].reset_index(drop=True), cfg, models)
+        feats, verdicts = sr._extract_all(run_dir, man.iloc[mine].reset_index(drop=True), cfg, models, resolution)
         part = (mine, feats, verdicts)
     parts = d.gather(part)
     if not d.is_main:
@@ -392,7 +393,6 @@ def score_run_sharded(run_dir: Path, cfg: "MetricsConfig", d: Dist) -> "pd.DataF
             feats_all[name][idx] = x
         for i, v in zip(idx.tolist(), verdicts):
             verdicts_all[i] = v
-    resolution = sr._resolution(run_dir, man)
     refs = sr._references(cfg, models, resolution)
     scorer = sr._Scorer(cfg, man, models, feats_all, verdicts_all, refs, resolution)
     rows = []

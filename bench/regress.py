@@ -133,12 +133,12 @@ def read_metrics(run_dir: Path) -> pd.DataFrame:
     path = _need_file(Path(run_dir) / "metrics.csv",
                       "the run has no metrics (run bench.run with metrics enabled, or python -m "
                       "bench.metrics.score_run RUN_DIR)")
-    table = pd.read_csv(path, keep_default_na=True)
-    missing = [c for c in ("guidance_weight", "category") if c not in table.columns]
-    if missing:
-        raise RegressError(f"{path} lacks the columns {missing}")
-    table["guidance_weight"] = table["guidance_weight"].astype(float)
-    table["category"] = table["category"].astype(str)
+    from bench.report.pareto import read_metrics as read_table
+
+    try:
+        table = read_table(path)
+    except ValueError as e:  # lacks guidance_weight / category
+        raise RegressError(str(e)) from None
     dup = table.duplicated(["guidance_weight", "category"])
     if dup.any():
         raise RegressError(f"{path}: repeated rows for (guidance_weight, category) "

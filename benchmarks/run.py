@@ -34,7 +34,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import torch  # noqa: E402
 
 SWEEP = (1.0, 2.0, 3.0, 5.0, 7.5, 10.0)  # K = 6 guidance weights (conf/guidance/sweep.yaml)
-QUICK_METRICS = ("metrics.ref_n=200", "metrics.bootstrap=100", "metrics.fd_bootstrap=10", "metrics.kid_subsets=10")
+QUICK_METRICS = {"ref_n": 200, "bootstrap": 100, "fd_bootstrap": 10, "kid_subsets": 10}  # --quick metric settings
 
 
 def log(msg: str) -> None:
@@ -480,7 +480,7 @@ def measure_ref_cache(run_dir: Path, work: Path, quick: bool, repeats: int = 2) 
     for r in range(repeats):
         kw: dict[str, Any] = dict(cache_dir=str(work / f"refcache{r}"), device="cpu")
         if quick:
-            kw.update({k.split(".", 1)[1].split("=")[0]: int(k.split("=")[1]) for k in QUICK_METRICS})
+            kw.update(QUICK_METRICS)
         cfg = sr.MetricsConfig(**kw)
         for sink in (firsts, seconds):
             ref_s: list[float] = []
@@ -615,7 +615,7 @@ def main(argv: list[str] | None = None) -> int:
         log("sweep batching")
         sweep = measure_sweep(size["model"], ckpt, work / "sweep", size["sweep_prompts"], size["steps"],
                               size["sr_steps"], size["micro_batch"], threads,
-                              metrics_overrides=QUICK_METRICS if q else ())
+                              metrics_overrides=tuple(f"metrics.{k}={v}" for k, v in QUICK_METRICS.items()) if q else ())
         results["sweep_batching_gain"] = sweep["gain"]
         peer: dict[str, Any] = {"skipped": "--skip-peer"}
         if not a.skip_peer:

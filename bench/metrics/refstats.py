@@ -92,23 +92,15 @@ class RefStats:
         ``<file>.derived.json``; without a cache file it is computed every time."""
         if self.path is None:
             return float(compute())
+        from bench.runinfo import write_json
+
         side = self.path.with_name(self.path.name + ".derived.json")
-        try:
-            known = json.loads(side.read_text()) if side.is_file() else {}
-        except (OSError, ValueError):
-            known = {}  # unreadable: recomputed and rewritten
+        known = _read_json_or_empty(side)
         if name in known:
             return float(known[name])
         value = float(compute())
-        latest = {}
-        try:
-            latest = json.loads(side.read_text()) if side.is_file() else {}
-        except (OSError, ValueError):
-            pass
-        latest[name] = value
-        tmp = side.with_name(f"{side.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(latest, indent=1, sort_keys=True))
-        os.replace(tmp, side)
+        # read again: another process sharing the cache may have added values meanwhile
+        write_json(side, {**_read_json_or_empty(side), name: value})
         return value
 
     def stats(self, group: str = "all") -> tuple[str, FrechetStats]:
@@ -160,6 +152,14 @@ class RefStats:
         st.n, st.sum, st.sum_outer = m, m * mu, (m - 1) * sigma + m * np.outer(mu, mu)
         key = RefKey("external", path.stem, n, 0, "unknown (plain mu/sigma file)", "unknown")
         return RefStats(key, {"all": st})
+
+
+def _read_json_or_empty(path: Path) -> dict[str, Any]:
+    """The JSON object in ``path``; {} when it is missing or unreadable (its values are then recomputed)."""
+    try:
+        return json.loads(path.read_text()) if path.is_file() else {}
+    except (OSError, ValueError):
+        return {}
 
 
 def compute_refstats(key: RefKey, batches: Batches, extractor: FeatureExtractor) -> RefStats:

@@ -184,7 +184,7 @@ def decode_batches(paths: list[Path], batch_size: int, workers: int, size: int |
             yield np.stack(arrays)
 
 
-def _extract_all(run_dir: Path, man: pd.DataFrame, cfg: MetricsConfig, models: _Models
+def _extract_all(run_dir: Path, man: pd.DataFrame, cfg: MetricsConfig, models: _Models, size: int
                  ) -> tuple[dict[str, np.ndarray], list[dict | None]]:
     """One pass over the images: features of every extractor, and the exact scorer's verdicts."""
     paths = [run_dir / p for p in man["path"]]
@@ -195,7 +195,6 @@ def _extract_all(run_dir: Path, man: pd.DataFrame, cfg: MetricsConfig, models: _
     feats: dict[str, list[np.ndarray]] = {name: [] for name in models.extractors}
     rows = man[["truth", "prompt"]].to_dict("records")
     verdicts: list[dict | None] = []
-    size = _resolution(run_dir, man) if len(man) else None
     from tqdm import tqdm
 
     bar = tqdm(total=len(paths), desc="metrics", unit="img", dynamic_ncols=True)
@@ -386,7 +385,7 @@ def score_run(run_dir: Path, cfg: MetricsConfig) -> pd.DataFrame:
     models = _build_models(cfg, needs_alignment=bool((man["truth"] != "").any()))
     resolution = _resolution(run_dir, man)
     refs = _references(cfg, models, resolution)
-    feats, verdicts = _extract_all(run_dir, man, cfg, models)
+    feats, verdicts = _extract_all(run_dir, man, cfg, models, resolution)
     scorer = _Scorer(cfg, man, models, feats, verdicts, refs, resolution)
     rows = []
     weights = man["guidance_weight"].to_numpy()
