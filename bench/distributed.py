@@ -363,7 +363,8 @@ def score_run_sharded(run_dir: Path, cfg: "MetricsConfig", d: Dist) -> "pd.DataF
 
     Every rank builds the models (a missing weights file fails everywhere at once) and extracts
     its batches; rank 0 gathers the per-image features, computes the reference statistics and the
-    table, and writes ``metrics.csv`` / ``metrics.json``. Returns the table on rank 0, None elsewhere.
+    table, and writes ``metrics.csv`` / ``metrics.json`` / ``image_scores.csv`` and the per-image
+    cache (``image_metrics.safetensors``). Returns the table on rank 0, None elsewhere.
     The numbers equal a one-process ``score_run`` at the same thread count.
     """
     from bench.metrics import score_run as sr
@@ -378,8 +379,10 @@ def score_run_sharded(run_dir: Path, cfg: "MetricsConfig", d: Dist) -> "pd.DataF
     resolution = sr._resolution(run_dir, man)
     mine = shard_indices(len(man), cfg.batch_size, d)
     part: tuple[np.ndarray, dict[str, np.ndarray], list] = (mine, {}, [])
+    cache = sr.ImageCache.load(run_dir)  # each rank reads the per-image results of an earlier scoring
     if mine.size:
-        feats, verdicts = sr._extract_all(run_dir, man.iloc[mine].reset_index(drop=True), cfg, models, resolution)
+        feats, verdicts = sr._extract_all(run_dir, man.iloc[mine].reset_index(drop=True), cfg, models, resolution,
+                                          cache)
         part = (mine, feats, verdicts)
     parts = d.gather(part)
     if not d.is_main:
@@ -393,19 +396,8 @@ def score_run_sharded(run_dir: Path, cfg: "MetricsConfig", d: Dist) -> "pd.DataF
             feats_all[name][idx] = x
         for i, v in zip(idx.tolist(), verdicts):
             verdicts_all[i] = v
+    sr.remember(cache, run_dir, man, cfg, models, feats_all, verdicts_all)
     refs = sr._references(cfg, models, resolution)
     scorer = sr._Scorer(cfg, man, models, feats_all, verdicts_all, refs, resolution)
-    rows = []
-    weights = man["guidance_weight"].to_numpy()
-    cats = man["category"].to_numpy()
-    for w in sorted(set(weights)):
-        at_w = weights == w
-        rows.append(scorer.row(float(w), "all", np.flatnonzero(at_w)))
-        for cat in sorted(set(man.loc[at_w, "category"])):
-            rows.append(scorer.row(float(w), cat, np.flatnonzero(at_w & (cats == cat))))
-    import pandas as pd
-
-    table = pd.DataFrame(rows, columns=sr.COLUMNS)
-    sr._atomic_write_text(run_dir / "metrics.csv", table.to_csv(index=False))
-    sr._atomic_write_text(run_dir / "metrics.json", json.dumps(sr._describe(cfg, models, refs), indent=2))
+    table = sr.write_outputs(run_dir, cfg, models, refs, scorer)
     return table

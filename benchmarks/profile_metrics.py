@@ -1,5 +1,6 @@
-"""Profile of the metric phase: ``score_run`` on a run directory, first with an empty reference cache,
-then again with the cache filled (a repeat run), under cProfile.
+"""Profile of the metric phase: ``score_run`` on a run directory, first with nothing cached, then again
+with the reference and image caches filled (a repeat run) under cProfile, then once more with only the
+reference cache (the run's ``image_metrics.safetensors`` removed).
 
     python benchmarks/profile_metrics.py RUN_DIR [--top 15] [--out benchmarks/profile_metrics.json]
 
@@ -42,12 +43,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--top", type=int, default=15)
     p.add_argument("--out", type=Path)
     a = p.parse_args(argv)
+    from bench.metrics.image_cache import FILE as IMAGE_CACHE
     from bench.metrics.score_run import MetricsConfig, score_run
 
     work = Path(tempfile.mkdtemp(prefix="imagen-bench-profile-"))
     try:
         run = work / "run"
-        shutil.copytree(a.run_dir, run, ignore=shutil.ignore_patterns("metrics.*"))
+        shutil.copytree(a.run_dir, run, ignore=shutil.ignore_patterns("metrics.*", "image_metrics.*", "image_scores.*"))
         cfg = MetricsConfig(cache_dir=str(work / "refcache"), device="cpu")
         t0 = time.perf_counter()
         score_run(run, cfg)
@@ -58,15 +60,20 @@ def main(argv: list[str] | None = None) -> int:
         score_run(run, cfg)
         prof.disable()
         repeat = time.perf_counter() - t0
+        (run / IMAGE_CACHE).unlink()
+        t0 = time.perf_counter()
+        score_run(run, cfg)
+        ref_only = time.perf_counter() - t0
     finally:
         shutil.rmtree(work, ignore_errors=True)
     import pandas as pd
 
     images = len(pd.read_csv(a.run_dir / "manifest.csv"))
     result = {"run_dir": str(a.run_dir), "images": images, "first_s": first, "repeat_s": repeat,
-              "repeat_speedup": first / repeat, "repeat_top_functions": top_functions(prof, a.top)}
-    print(f"{images} images: first {first:.2f} s (reference statistics computed), repeat {repeat:.2f} s "
-          f"(cached): {first / repeat:.1f}x")
+              "repeat_speedup": first / repeat, "repeat_ref_cache_only_s": ref_only,
+              "repeat_top_functions": top_functions(prof, a.top)}
+    print(f"{images} images: first {first:.2f} s (nothing cached), repeat {repeat:.2f} s (reference and image "
+          f"caches): {first / repeat:.1f}x; repeat with the reference cache only {ref_only:.2f} s")
     for r in result["repeat_top_functions"]:
         print(f"  {r['cumulative_s']:8.3f} s  {r['calls']:6d}  {r['function']}")
     if a.out:

@@ -85,7 +85,7 @@ def test_rescoring_loads_reference_stats_instead_of_recomputing(tmp_path, monkey
     score_run(run, _cfg(tmp_path, real_baseline=False))
     second = sum(m.images_seen for m in stub.loaded) - first
     assert first == 6 + 2 * 60 + 6  # run images (fd + embedding views) and two references
-    assert second == 6 + 6           # only the run's images
+    assert second == 0               # references from refcache/, the run's own images from its image cache
 
 
 def test_real_baseline_and_cmmd_reference_term_are_cached_with_the_reference(tmp_path, monkeypatch):
@@ -99,6 +99,7 @@ def test_real_baseline_and_cmmd_reference_term_are_cached_with_the_reference(tmp
     sides = list((tmp_path / "refcache").glob("*.derived.json"))
     assert sides and any("fd_real/" in p.read_text() for p in sides)
     assert any("cmmd_k_yy/" in p.read_text() for p in sides)
+    (run / "image_metrics.safetensors").unlink()  # the run's own images are embedded again, not the reals
     second_table = score_run(run, _cfg(tmp_path))
     assert sum(m.images_seen for m in stub.loaded) - first == 6 + 6  # only the run's images
     pd.testing.assert_frame_equal(first_table, second_table)

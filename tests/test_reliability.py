@@ -52,15 +52,15 @@ if pause == "before_png_rename":
     generate.os = Os("os")
 elif pause == "metrics_reading_images":
     import bench.metrics.score_run as score_run
-    real_decode = score_run.decode_batches
+    real_decode = score_run.decode_chunks
 
-    def decode_batches(*args, **kwargs):
+    def decode_chunks(*args, **kwargs):
         for i, batch in enumerate(real_decode(*args, **kwargs)):
             if i == 1:
                 stop_here()
             yield batch
 
-    score_run.decode_batches = decode_batches
+    score_run.decode_chunks = decode_chunks
 import runpy
 runpy.run_module("bench.run", run_name="__main__", alter_sys=True)  # exactly what `python -m bench.run` does
 '''

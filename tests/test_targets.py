@@ -62,3 +62,32 @@ def test_errors(tmp_path, capsys):
     (tmp_path / "manifest.csv").write_text("path,prompt,category,guidance_weight,truth\n")
     with pytest.raises(ValueError, match="no shapes images"):
         targets_table(tmp_path)
+
+
+def test_verdicts_of_the_metric_phase_are_read_not_detected_again(tmp_path, monkeypatch):
+    """After score_run, targets reads each image's verdict from RUN/image_metrics.safetensors; an image
+    changed since is detected again."""
+    import metrics_support as S
+    from bench.metrics.score_run import MetricsConfig, score_run
+    from bench.shapes import targets
+
+    S.install_stub_shapes_clip(monkeypatch)
+    run = rendered_run(tmp_path / "run", swap_positional=True, per_category=3)
+    expected = targets_table(run)
+    score_run(run, MetricsConfig(ref_n=30, cache_dir=str(tmp_path / "refcache"), bootstrap=20, fd_bootstrap=3,
+                                 kid_subsets=3, device="cpu", real_baseline=False))
+    calls = []
+    real = targets.score
+
+    def counted(image, scene):
+        calls.append(scene.caption)
+        return real(image, scene)
+
+    monkeypatch.setattr(targets, "score", counted)
+    cols = ["color_single", "color_exact_single", "counting", "positional", "n_images"]
+    pd.testing.assert_frame_equal(targets_table(run)[cols], expected[cols])
+    assert calls == []
+    man = pd.read_csv(run / "manifest.csv", keep_default_na=False)
+    (run / man["path"][0]).write_bytes((run / man["path"].iloc[-1]).read_bytes())  # another scene's image
+    targets_table(run)
+    assert calls == [man["prompt"][0]]

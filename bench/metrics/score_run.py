@@ -20,6 +20,10 @@ Columns (empty when not computable, never invented):
 Per-category rows of a shapes reference use that category's reference stats; other rows use the
 whole reference. Image decoding runs in a thread pool while the models run.
 
+Beside the table: ``RUN/image_scores.csv`` (per image: CLIP score and the exact scorer's verdict)
+and ``RUN/image_metrics.safetensors`` (``bench.metrics.image_cache``: per-image features and
+verdicts, so that rescoring embeds and checks only images it has not seen).
+
     python -m bench.metrics.score_run RUN_DIR [metrics.KEY=VALUE ...]
 """
 from __future__ import annotations
@@ -27,9 +31,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 import sys
-import tempfile
+import time
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -46,6 +49,8 @@ from .clip_score import clip_score_per_image
 from .cmmd import CMMD_SIGMA, CMMDReference, reference_self_mean
 from .extractors import FeatureExtractor, ImageTextEncoder, OpenClipExtractor, ShapesClipExtractor, build_extractor
 from .frechet import FrechetReference, FrechetStats, fd_bootstrap
+from .image_cache import FILE as IMAGE_CACHE_FILE
+from .image_cache import ImageCache, batch_key, code_digest, extractor_key, file_sha256, scene_key
 from .kid import kid
 from .refstats import RefStats, coco_refstats, npz_refstats, shapes_real_features, shapes_refstats
 
@@ -57,6 +62,7 @@ COLUMNS = ["guidance_weight", "category", "num_images",
            "clip_score", "clip_score_ci_low", "clip_score_ci_high", "clip_model",
            "alignment", "alignment_ci_low", "alignment_ci_high", "color_alignment", "out_of_domain"]
 OOD = " (out-of-domain)"
+FLUSH_S = 60.0  # the per-image cache is saved at least this often during the image pass
 
 
 @dataclass
@@ -163,7 +169,11 @@ def decode_batches(paths: list[Path], batch_size: int, workers: int, size: int |
                    ) -> Iterator[np.ndarray]:
     """uint8 (B, H, W, 3) batches in order; the next batch decodes in a thread pool while this one is used.
     With ``size``, an image that is not ``size`` x ``size`` raises ValueError naming it."""
-    chunks = [paths[i:i + batch_size] for i in range(0, len(paths), batch_size)]
+    return decode_chunks([paths[i:i + batch_size] for i in range(0, len(paths), batch_size)], workers, size)
+
+
+def decode_chunks(chunks: list[list[Path]], workers: int, size: int | None = None) -> Iterator[np.ndarray]:
+    """One uint8 (B, H, W, 3) array per chunk of paths, in order, the next chunk decoding in a thread pool."""
     with ThreadPoolExecutor(max(1, workers)) as pool:
         pending = deque([pool.submit(_load_rgb, p) for p in c] for c in chunks[:2])
         nxt = 2
@@ -184,30 +194,98 @@ def decode_batches(paths: list[Path], batch_size: int, workers: int, size: int |
             yield np.stack(arrays)
 
 
-def _extract_all(run_dir: Path, man: pd.DataFrame, cfg: MetricsConfig, models: _Models, size: int
-                 ) -> tuple[dict[str, np.ndarray], list[dict | None]]:
-    """One pass over the images: features of every extractor, and the exact scorer's verdicts."""
+def _extract_all(run_dir: Path, man: pd.DataFrame, cfg: MetricsConfig, models: _Models, size: int,
+                 cache: ImageCache | None = None, flush: Callable[[], None] | None = None,
+                 ck: CacheKeys | None = None) -> tuple[dict[str, np.ndarray], list[dict | None]]:
+    """One pass over the images: features of every extractor, and the exact scorer's verdicts.
+
+    Batches are fixed slices of the manifest order. With ``cache`` (``bench.metrics.image_cache``),
+    a batch whose every feature and verdict is cached under the same key is not even decoded;
+    what is computed goes into the cache, and ``flush`` saves it at most once a minute.
+    """
+    digests, scenes, ext_keys, spans, keys = ck or cache_keys(run_dir, man, cfg, models)
+    paths = [run_dir / p for p in man["path"]]
+    cache = ImageCache() if cache is None else cache
+    rows = man[["truth", "prompt"]].to_dict("records")
+    n = len(paths)
+    feats = {name: [None] * len(spans) for name in models.extractors}
+    verdicts: list[dict | None] = [None] * n
+    todo = []
+    for j, (a, b) in enumerate(spans):
+        for name, ek in ext_keys.items():
+            got = [cache.feature(ek, d, keys[j]) for d in digests[a:b]]
+            if all(x is not None for x in got):
+                feats[name][j] = np.stack(got)
+        for i in range(a, b):
+            if scenes[i]:
+                verdicts[i] = cache.verdict(digests[i], scenes[i])
+        if any(feats[name][j] is None for name in feats) or any(scenes[i] and verdicts[i] is None
+                                                                 for i in range(a, b)):
+            todo.append(j)
+    if len(todo) < len(spans):
+        log.info("metrics: %d of %d images found in %s", n - sum(b - a for a, b in (spans[j] for j in todo)), n,
+                 run_dir / IMAGE_CACHE_FILE)
+    from tqdm import tqdm
+
+    bar = tqdm(total=sum(spans[j][1] - spans[j][0] for j in todo), desc="metrics", unit="img", dynamic_ncols=True)
+    last_flush = time.monotonic()
+    for j, batch in zip(todo, decode_chunks([paths[slice(*spans[j])] for j in todo], cfg.workers, size)):
+        a, b = spans[j]
+        images = torch.from_numpy(batch).permute(0, 3, 1, 2).contiguous()
+        for name, ext in models.extractors.items():
+            if feats[name][j] is None:
+                feats[name][j] = ext(images).numpy()
+                for i in range(a, b):
+                    cache.put_feature(ext_keys[name], digests[i], keys[j], feats[name][j][i - a])
+        # the exact scorer stays on this thread: on a thread of its own beside torch's it was slower (2 cores)
+        for i in range(a, b):
+            if scenes[i] and verdicts[i] is None:
+                verdicts[i] = _verdict(models.scorer, batch[i - a], rows[i])
+                cache.put_verdict(digests[i], scenes[i], verdicts[i])
+        bar.update(b - a)
+        if flush is not None and time.monotonic() - last_flush > FLUSH_S:
+            flush()
+            last_flush = time.monotonic()
+    bar.close()
+    return {k: np.concatenate(v) for k, v in feats.items()}, verdicts
+
+
+CacheKeys = tuple[list[str], list[str], dict[str, str], list[tuple[int, int]], list[str]]
+
+
+def cache_keys(run_dir: Path, man: pd.DataFrame, cfg: MetricsConfig, models: _Models) -> CacheKeys:
+    """Image digests, scene keys ("" where no verdict is due), extractor keys, batch spans and batch keys."""
     paths = [run_dir / p for p in man["path"]]
     missing = [str(p) for p in paths if not p.is_file()]
     if missing:
         raise FileNotFoundError(f"{len(missing)} images listed in {run_dir / 'manifest.csv'} are missing, "
                                 f"e.g. {missing[0]}")
-    feats: dict[str, list[np.ndarray]] = {name: [] for name in models.extractors}
-    rows = man[["truth", "prompt"]].to_dict("records")
-    verdicts: list[dict | None] = []
-    from tqdm import tqdm
+    digests = [file_sha256(p) for p in paths]
+    version = code_digest(models.scorer) if models.scorer else ""
+    scenes = [scene_key(p, t, version) if t and version else "" for p, t in zip(man["prompt"], man["truth"])]
+    ext_keys = {name: extractor_key(ext) for name, ext in models.extractors.items()}
+    n, bs = len(man), cfg.batch_size
+    spans = [(i, min(i + bs, n)) for i in range(0, n, bs)]
+    return digests, scenes, ext_keys, spans, [batch_key(digests[a:b], bs) for a, b in spans]
 
-    bar = tqdm(total=len(paths), desc="metrics", unit="img", dynamic_ncols=True)
-    for batch in decode_batches(paths, cfg.batch_size, cfg.workers, size):
-        images = torch.from_numpy(batch).permute(0, 3, 1, 2).contiguous()
-        for name, ext in models.extractors.items():
-            feats[name].append(ext(images).numpy())
-        # the exact scorer stays on this thread: on a thread of its own beside torch's it was slower (2 cores)
-        start = len(verdicts)
-        verdicts += [_verdict(models.scorer, img, rows[start + i]) for i, img in enumerate(batch)]
-        bar.update(len(batch))
-    bar.close()
-    return {k: np.concatenate(v) for k, v in feats.items()}, verdicts
+
+def remember(cache: ImageCache, run_dir: Path, man: pd.DataFrame, cfg: MetricsConfig, models: _Models,
+             feats: dict[str, np.ndarray], verdicts: list[dict | None], ck: CacheKeys | None = None) -> None:
+    """Put a finished image pass into ``cache`` and keep only this run's images there; then save it."""
+    digests, scenes, ext_keys, spans, keys = ck or cache_keys(run_dir, man, cfg, models)
+    for j, (a, b) in enumerate(spans):
+        for i in range(a, b):
+            for name, ek in ext_keys.items():
+                cache.put_feature(ek, digests[i], keys[j], feats[name][i])
+            if scenes[i] and verdicts[i] is not None:
+                cache.put_verdict(digests[i], scenes[i], verdicts[i])
+    keep = set(digests)  # a regenerated image leaves no stale entry behind
+    for rows in cache.features.values():
+        for k in [k for k in rows if k[0] not in keep]:
+            del rows[k]
+    for k in [k for k in cache.verdicts if k[0] not in keep]:
+        del cache.verdicts[k]
+    cache.save(run_dir)
 
 
 def _verdict(scorer: Callable | None, image: np.ndarray, row: dict[str, Any]) -> dict | None:
@@ -365,19 +443,9 @@ def _references(cfg: MetricsConfig, models: _Models, resolution: int) -> dict[st
     return refs
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def score_run(run_dir: Path, cfg: MetricsConfig) -> pd.DataFrame:
-    """Compute the metrics table of a run and write ``RUN/metrics.csv`` (and ``RUN/metrics.json``) atomically."""
+    """Compute the metrics table of a run; write ``RUN/metrics.csv``, ``metrics.json`` and ``image_scores.csv``
+    atomically, and keep per-image results in ``RUN/image_metrics.safetensors`` for the next scoring."""
     run_dir = Path(run_dir)
     man = _read_manifest(run_dir)
     if len(man) == 0:
@@ -385,18 +453,45 @@ def score_run(run_dir: Path, cfg: MetricsConfig) -> pd.DataFrame:
     models = _build_models(cfg, needs_alignment=bool((man["truth"] != "").any()))
     resolution = _resolution(run_dir, man)
     refs = _references(cfg, models, resolution)
-    feats, verdicts = _extract_all(run_dir, man, cfg, models, resolution)
+    cache, ck = ImageCache.load(run_dir), cache_keys(run_dir, man, cfg, models)
+    feats, verdicts = _extract_all(run_dir, man, cfg, models, resolution, cache, lambda: cache.save(run_dir), ck)
+    remember(cache, run_dir, man, cfg, models, feats, verdicts, ck)
     scorer = _Scorer(cfg, man, models, feats, verdicts, refs, resolution)
+    return write_outputs(run_dir, cfg, models, refs, scorer)
+
+
+def metrics_table(scorer: "_Scorer") -> pd.DataFrame:
+    """One row per guidance weight: ``all``, then each category in sorted order."""
+    man = scorer.man
+    weights, cats = man["guidance_weight"].to_numpy(), man["category"].to_numpy()
     rows = []
-    weights = man["guidance_weight"].to_numpy()
     for w in sorted(set(weights)):
-        at_w = man["guidance_weight"].to_numpy() == w
+        at_w = weights == w
         rows.append(scorer.row(float(w), "all", np.flatnonzero(at_w)))
-        for cat in sorted(set(man.loc[at_w, "category"])):
-            rows.append(scorer.row(float(w), cat, np.flatnonzero(at_w & (man["category"].to_numpy() == cat))))
-    table = pd.DataFrame(rows, columns=COLUMNS)
-    _atomic_write_text(run_dir / "metrics.csv", table.to_csv(index=False))
-    _atomic_write_text(run_dir / "metrics.json", json.dumps(_describe(cfg, models, refs), indent=2))
+        for cat in sorted(set(cats[at_w])):
+            rows.append(scorer.row(float(w), cat, np.flatnonzero(at_w & (cats == cat))))
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def image_scores(scorer: "_Scorer") -> pd.DataFrame:
+    """One row per image, in manifest order: its CLIP score and the exact scorer's verdict (empty when none)."""
+    man = scorer.man
+    out = man[[c for c in ("path", "prompt_id", "guidance_weight", "category", "seed") if c in man.columns]].copy()
+    out["clip_score"] = scorer.clip_scores if scorer.clip_scores is not None else np.nan
+    for col in ("correct", "color_correct"):
+        out[col] = pd.array([None if v is None or col not in v else bool(v[col]) for v in scorer.verdicts],
+                            dtype="boolean")
+    return out
+
+
+def write_outputs(run_dir: Path, cfg: MetricsConfig, models: _Models, refs: dict[str, RefStats],
+                  scorer: "_Scorer") -> pd.DataFrame:
+    from bench.generate import atomic_write_bytes
+
+    table = metrics_table(scorer)
+    atomic_write_bytes(image_scores(scorer).to_csv(index=False).encode(), run_dir / "image_scores.csv")
+    atomic_write_bytes(table.to_csv(index=False).encode(), run_dir / "metrics.csv")
+    atomic_write_bytes(json.dumps(_describe(cfg, models, refs), indent=2).encode(), run_dir / "metrics.json")
     return table
 
 

@@ -3,7 +3,8 @@
     python -m bench.shapes.targets RUN_DIR      # prints the table, writes RUN_DIR/targets.csv
 
 Per guidance weight, from the exact scorer (``bench.shapes.detect.score``) on every image of
-the run and from the run's ``metrics.csv``:
+the run (its verdicts read from the metric phase's ``image_metrics.safetensors`` where the image
+and scene are unchanged) and from the run's ``metrics.csv``:
 
 - ``color_single``: colour accuracy on single-object Colors prompts (the requested colour is
   present); ``color_exact_single``: the object has the right colour *and* shape, nothing extra;
@@ -23,6 +24,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from bench.metrics.image_cache import ImageCache, code_digest, file_sha256, scene_key
+from bench.shapes import detect
 from bench.shapes.detect import score
 from bench.shapes.scene import Scene
 
@@ -38,11 +41,15 @@ def per_image(run_dir: Path) -> pd.DataFrame:
     man = man[man["truth"] != ""]
     if man.empty:
         raise ValueError(f"{run_dir}: no shapes images (no ground truth in manifest.csv)")
+    cache = ImageCache.load(run_dir)  # verdicts of the metric phase, keyed by image sha256 and scene
+    version = code_digest(detect.score)  # the scorer score_run used
     rows = []
     for r in man.itertuples():
         scene = Scene.from_json(r.truth, r.prompt)
-        with Image.open(run_dir / r.path) as im:
-            res = score(np.asarray(im.convert("RGB")), scene)
+        res = cache.verdict(file_sha256(run_dir / r.path), scene_key(r.prompt, r.truth, version))
+        if res is None:
+            with Image.open(run_dir / r.path) as im:
+                res = score(np.asarray(im.convert("RGB")), scene)
         rows.append({"guidance_weight": float(r.guidance_weight), "category": r.category,
                      "num_objects": len(scene.objects), "correct": bool(res["correct"]),
                      "color_correct": bool(res["color_correct"])})
