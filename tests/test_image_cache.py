@@ -177,3 +177,14 @@ def test_save_and_load_round_trip(tmp_path):
     assert d.verdict("a" * 64, "s" * 64) == {"correct": True, "detections": "[]"}
     assert d.feature('{"name": "e"}', "a" * 64, "c" * 64) is None
     assert len(ImageCache.load(tmp_path / "nowhere")) == 0
+
+
+def test_an_unchanged_cache_is_not_rewritten(tmp_path, monkeypatch):
+    S.install_stub_shapes_clip(monkeypatch)
+    run = tmp_path / "run"
+    S.make_run(run, weights=(1.0,), per_category=2)
+    cfg = _cfg(tmp_path, real_baseline=False)
+    score_run(run, cfg)
+    before = (run / FILE).stat().st_mtime_ns, (run / FILE).stat().st_ino
+    score_run(run, cfg)
+    assert ((run / FILE).stat().st_mtime_ns, (run / FILE).stat().st_ino) == before

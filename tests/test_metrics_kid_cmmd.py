@@ -123,3 +123,19 @@ def test_cmmd_reference_with_a_given_self_term_equals_the_computed_one():
     for est in ("biased", "unbiased"):
         k = reference_self_mean(y, estimator=est)
         assert CMMDReference(y, estimator=est, k_yy=k).distance(x) == CMMDReference(y, estimator=est).distance(x)
+
+
+def test_kid_reference_reuses_draws_and_reference_sums_across_rows_of_equal_size():
+    from bench.metrics.kid import KIDReference
+
+    rng = np.random.default_rng(4)
+    ref = rng.normal(size=(200, 16))
+    rows = [rng.normal(size=(30, 16)) + 0.1 * k for k in range(3)] + [rng.normal(size=(45, 16))]
+    kref = KIDReference(ref)
+    for x in rows:
+        for size in (1000, 20):  # m = n (every subset is all of x) and m < n
+            got = kref.kid(x, subsets=7, subset_size=size, seed=2)
+            want = kid(x, ref, subsets=7, subset_size=size, seed=2)
+            assert got[2] == want[2]
+            assert got[0] == pytest.approx(want[0], rel=1e-12) and got[1] == pytest.approx(want[1], rel=1e-10)
+    assert len(kref._memo) == 4  # (30, 30), (30, 20), (45, 45), (45, 20): three rows of 30 share theirs

@@ -64,19 +64,35 @@ class ImageCache:
 
     features: dict[str, dict[tuple[str, str], np.ndarray]] = field(default_factory=dict)
     verdicts: dict[tuple[str, str], dict] = field(default_factory=dict)
+    dirty: bool = False  # anything added or removed since load
 
     # ------------------------------------------------------------------------------------------ lookups
     def feature(self, ext_key: str, digest: str, batch: str) -> np.ndarray | None:
         return self.features.get(ext_key, {}).get((digest, batch))
 
     def put_feature(self, ext_key: str, digest: str, batch: str, x: np.ndarray) -> None:
-        self.features.setdefault(ext_key, {})[(digest, batch)] = np.asarray(x, dtype=np.float32)
+        rows = self.features.setdefault(ext_key, {})
+        if (digest, batch) not in rows:
+            rows[(digest, batch)] = np.asarray(x, dtype=np.float32)
+            self.dirty = True
 
     def verdict(self, digest: str, scene: str) -> dict | None:
         return self.verdicts.get((digest, scene))
 
     def put_verdict(self, digest: str, scene: str, v: dict) -> None:
-        self.verdicts[(digest, scene)] = v
+        if (digest, scene) not in self.verdicts:
+            self.verdicts[(digest, scene)] = v
+            self.dirty = True
+
+    def keep_only(self, digests: set[str]) -> None:
+        """Drop every entry of an image not in ``digests`` (a replaced image leaves nothing stale behind)."""
+        for rows in self.features.values():
+            for k in [k for k in rows if k[0] not in digests]:
+                del rows[k]
+                self.dirty = True
+        for k in [k for k in self.verdicts if k[0] not in digests]:
+            del self.verdicts[k]
+            self.dirty = True
 
     def __len__(self) -> int:
         return sum(len(f) for f in self.features.values()) + len(self.verdicts)
@@ -129,4 +145,5 @@ class ImageCache:
                 "verdicts": json.dumps([[d, s, v] for (d, s), v in self.verdicts.items()])}
         path = Path(run_dir) / FILE
         atomic_write_bytes(save(tensors, metadata=meta), path)
+        self.dirty = False
         return path

@@ -50,25 +50,61 @@ def kid(gen: Any, ref: Any, subsets: int = KID_SUBSETS, subset_size: int = KID_S
     Subsets are drawn with ``np.random.RandomState(seed)``: generated first, then reference, per
     subset (torch-fidelity's order). Returns (nan, nan, m) when m < 2.
     """
-    x, y = _f64(gen), _f64(ref)
-    if x.ndim != 2 or y.ndim != 2 or x.shape[1] != y.shape[1]:
-        raise ValueError(f"KID needs (N, D) features of one dim, got {x.shape} and {y.shape}")
-    m = min(subset_size, x.shape[0], y.shape[0])
-    if m < 2 or subsets < 1:
-        return float("nan"), float("nan"), m
-    rng = np.random.RandomState(seed)
-    draws = [(rng.choice(x.shape[0], m, replace=False), rng.choice(y.shape[0], m, replace=False))
-             for _ in range(subsets)]
-    vals = np.empty(subsets)
-    d = x.shape[1]
-    step = max(1, (1 << 25) // (8 * m * max(m, d)))  # subsets per batched block (~32 MB of work arrays)
-    for s in range(0, subsets, step):
-        a = x[np.stack([i for i, _ in draws[s:s + step]])]  # (r, m, D)
-        b = y[np.stack([j for _, j in draws[s:s + step]])]
-        k_xx = _cube(a @ a.transpose(0, 2, 1) / d + 1.0)
-        k_yy = _cube(b @ b.transpose(0, 2, 1) / d + 1.0)
-        k_xy = _cube(a @ b.transpose(0, 2, 1) / d + 1.0)
-        diag = np.trace(k_xx, axis1=1, axis2=2) + np.trace(k_yy, axis1=1, axis2=2)
-        vals[s:s + step] = ((k_xx.sum(axis=(1, 2)) + k_yy.sum(axis=(1, 2)) - diag) / (m * (m - 1))
-                            - 2.0 * k_xy.sum(axis=(1, 2)) / (m * m))
-    return float(vals.mean()), float(vals.std()), m
+    return KIDReference(ref).kid(gen, subsets, subset_size, seed)
+
+
+class KIDReference:
+    """The reference side of KID, kept across calls: rows of a sweep with as many images as each other
+    draw the same subsets (same seed, same n), so the draws and the per-subset K_yy sums are computed
+    once per (n, m, subsets, seed) and reused: a K-weight sweep does the reference work once, not K times."""
+
+    def __init__(self, ref: Any) -> None:
+        self.y = _f64(ref)
+        self._memo: dict[tuple[int, int, int, int], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+
+    def _draws(self, n: int, m: int, subsets: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(gen draws (S, m), reference draws (S, m), per-subset sum of K_yy off the diagonal (S,))."""
+        key = (n, m, subsets, seed)
+        if key not in self._memo:
+            rng = np.random.RandomState(seed)
+            draws = [(rng.choice(n, m, replace=False), rng.choice(self.y.shape[0], m, replace=False))
+                     for _ in range(subsets)]
+            gi, ri = np.stack([i for i, _ in draws]), np.stack([j for _, j in draws])
+            yy = np.concatenate([_offdiag_sums(self.y[ri[s:s + step]])
+                                 for s, step in _blocks(subsets, m, self.y.shape[1])])
+            self._memo[key] = (gi, ri, yy)
+        return self._memo[key]
+
+    def kid(self, gen: Any, subsets: int = KID_SUBSETS, subset_size: int = KID_SUBSET_SIZE,
+            seed: int = 0) -> tuple[float, float, int]:
+        x, y = _f64(gen), self.y
+        if x.ndim != 2 or y.ndim != 2 or x.shape[1] != y.shape[1]:
+            raise ValueError(f"KID needs (N, D) features of one dim, got {x.shape} and {y.shape}")
+        m = min(subset_size, x.shape[0], y.shape[0])
+        if m < 2 or subsets < 1:
+            return float("nan"), float("nan"), m
+        gi, ri, yy = self._draws(x.shape[0], m, subsets, seed)
+        d = x.shape[1]
+        vals = np.empty(subsets)
+        whole = m == x.shape[0]  # every subset is all of x, permuted: its K_xx sum is the same for all
+        xx_whole = _offdiag_sums(x[None])[0] if whole else 0.0
+        for s, step in _blocks(subsets, m, d):
+            a = x[None] if whole else x[gi[s:s + step]]  # (r, m, D); sums over all of x need no gather
+            b = y[ri[s:s + step]]
+            xx = np.full(len(b), xx_whole) if whole else _offdiag_sums(a)
+            xy = _cube(a @ b.transpose(0, 2, 1) / d + 1.0).sum(axis=(1, 2))
+            vals[s:s + step] = (xx + yy[s:s + step]) / (m * (m - 1)) - 2.0 * xy / (m * m)
+        return float(vals.mean()), float(vals.std()), m
+
+
+def _blocks(subsets: int, m: int, d: int) -> list[tuple[int, int]]:
+    """(start, count) blocks of subsets batched together (~32 MB of work arrays each)."""
+    step = max(1, (1 << 25) // (8 * m * max(m, d)))
+    return [(s, min(step, subsets - s)) for s in range(0, subsets, step)]
+
+
+def _offdiag_sums(a: np.ndarray) -> np.ndarray:
+    """Per batch element, the sum of the polynomial kernel matrix of a (r, m, D) set minus its diagonal."""
+    d = a.shape[2]
+    k = _cube(a @ a.transpose(0, 2, 1) / d + 1.0)
+    return k.sum(axis=(1, 2)) - np.trace(k, axis1=1, axis2=2)

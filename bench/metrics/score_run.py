@@ -51,7 +51,7 @@ from .extractors import FeatureExtractor, ImageTextEncoder, OpenClipExtractor, S
 from .frechet import FrechetReference, FrechetStats, fd_bootstrap
 from .image_cache import FILE as IMAGE_CACHE_FILE
 from .image_cache import ImageCache, batch_key, code_digest, extractor_key, file_sha256, scene_key
-from .kid import kid
+from .kid import KIDReference
 from .refstats import RefStats, coco_refstats, npz_refstats, shapes_real_features, shapes_refstats
 
 log = logging.getLogger(__name__)
@@ -243,7 +243,7 @@ def _extract_all(run_dir: Path, man: pd.DataFrame, cfg: MetricsConfig, models: _
                 verdicts[i] = _verdict(models.scorer, batch[i - a], rows[i])
                 cache.put_verdict(digests[i], scenes[i], verdicts[i])
         bar.update(b - a)
-        if flush is not None and time.monotonic() - last_flush > FLUSH_S:
+        if flush is not None and cache.dirty and time.monotonic() - last_flush > FLUSH_S:
             flush()
             last_flush = time.monotonic()
     bar.close()
@@ -271,7 +271,7 @@ def cache_keys(run_dir: Path, man: pd.DataFrame, cfg: MetricsConfig, models: _Mo
 
 def remember(cache: ImageCache, run_dir: Path, man: pd.DataFrame, cfg: MetricsConfig, models: _Models,
              feats: dict[str, np.ndarray], verdicts: list[dict | None], ck: CacheKeys | None = None) -> None:
-    """Put a finished image pass into ``cache`` and keep only this run's images there; then save it."""
+    """Put a finished image pass into ``cache``, keep only this run's images there, and save it if it changed."""
     digests, scenes, ext_keys, spans, keys = ck or cache_keys(run_dir, man, cfg, models)
     for j, (a, b) in enumerate(spans):
         for i in range(a, b):
@@ -279,13 +279,9 @@ def remember(cache: ImageCache, run_dir: Path, man: pd.DataFrame, cfg: MetricsCo
                 cache.put_feature(ek, digests[i], keys[j], feats[name][i])
             if scenes[i] and verdicts[i] is not None:
                 cache.put_verdict(digests[i], scenes[i], verdicts[i])
-    keep = set(digests)  # a regenerated image leaves no stale entry behind
-    for rows in cache.features.values():
-        for k in [k for k in rows if k[0] not in keep]:
-            del rows[k]
-    for k in [k for k in cache.verdicts if k[0] not in keep]:
-        del cache.verdicts[k]
-    cache.save(run_dir)
+    cache.keep_only(set(digests))
+    if cache.dirty or not (run_dir / IMAGE_CACHE_FILE).is_file():
+        cache.save(run_dir)
 
 
 def _verdict(scorer: Callable | None, image: np.ndarray, row: dict[str, Any]) -> dict | None:
@@ -332,6 +328,7 @@ class _Scorer:
         self.in_domain = (man["truth"] != "").to_numpy()
         self._fd_refs: dict[str, FrechetReference] = {}
         self._cmmd_refs: dict[str, CMMDReference] = {}
+        self._kid_refs: dict[str, KIDReference] = {}
         self._fd_real: dict[tuple[str, int], float] = {}
         self.clip_scores = self._clip_scores()
 
@@ -379,10 +376,11 @@ class _Scorer:
             row["fd_ci_low"], row["fd_ci_high"] = fd_bootstrap(x, fref, cfg.fd_bootstrap, cfg.seed, cfg.ci_level)
             if cfg.real_baseline and cfg.reference == "shapes" and not ood:
                 row["fd_real"] = self._real_fd(group, x.shape[0], ext, fref)
-        ref_x = ref.group_features(group)
-        if cfg.kid and ref_x is not None:
-            row["kid"], row["kid_std"], row["kid_subset_size"] = kid(x, ref_x, cfg.kid_subsets,
-                                                                     cfg.kid_subset_size, cfg.seed)
+        if cfg.kid and ref.group_features(group) is not None:
+            if group not in self._kid_refs:
+                self._kid_refs[group] = KIDReference(ref.group_features(group))
+            row["kid"], row["kid_std"], row["kid_subset_size"] = self._kid_refs[group].kid(
+                x, cfg.kid_subsets, cfg.kid_subset_size, cfg.seed)
 
     def _fd_ref(self, group: str, stats: FrechetStats) -> FrechetReference:
         if group not in self._fd_refs:
