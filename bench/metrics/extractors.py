@@ -236,7 +236,8 @@ class ShapesClipExtractor:
     """
 
     def __init__(self, path: str | Path | None = None, device: str | torch.device = "cpu",
-                 batch_size: int = 256, features: Literal["fd", "embedding"] = "fd", model: Any = None) -> None:
+                 batch_size: int = 256, features: Literal["fd", "embedding"] = "fd", model: Any = None,
+                 weights_tag: str | None = None) -> None:
         if features not in ("fd", "embedding"):
             raise ValueError(f"shapes-CLIP features must be 'fd' or 'embedding', got {features!r}")
         module = self._module()
@@ -247,7 +248,8 @@ class ShapesClipExtractor:
         self.features = features
         # the weights are part of the name (and so of every reference-stats key), as for Inception:
         # another file than the shipped one gets its digest appended
-        base = str(self.model.name) + self._weights_tag(path, module)
+        self.weights_tag = self._weights_tag(path, module) if weights_tag is None else weights_tag
+        base = str(self.model.name) + self.weights_tag
         self.resize = str(getattr(module, "RESIZE", "shapes-CLIP's own (bench.shapes_clip.model)"))
         if features == "fd" and hasattr(self.model, "fd_features"):
             self._fn, self.dim, self.name = self.model.fd_features, int(self.model.feature_dim), f"{base}/fd"
@@ -279,7 +281,8 @@ class ShapesClipExtractor:
         """The same loaded model, giving the other kind of features."""
         if features == self.features:
             return self
-        return ShapesClipExtractor(self.path, self.device, self.batch_size, features, model=self.model)
+        return ShapesClipExtractor(self.path, self.device, self.batch_size, features, model=self.model,
+                                   weights_tag=self.weights_tag)  # the same file: not hashed again
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         # channels-last input: oneDNN's NHWC convolutions run the tower ~1.4x faster on CPU (features

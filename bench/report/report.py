@@ -287,12 +287,6 @@ def render_html(blocks: list[Block], run_dir: Path, title: str) -> str:
     return "\n".join(parts)
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 # ------------------------------------------------------------------ entry points
 
 def write_report(run_dir: str | os.PathLike, info: dict[str, Any] | None = None,
@@ -303,8 +297,10 @@ def write_report(run_dir: str | os.PathLike, info: dict[str, Any] | None = None,
     info = info if info is not None else read_info(run_dir)
     blocks = report_blocks(run_dir, info, metrics, plots or {}, max_prompts)
     md, page = run_dir / "report.md", run_dir / "report.html"
-    _atomic_write_text(md, render_markdown(blocks))
-    _atomic_write_text(page, render_html(blocks, run_dir, f"imagen-bench report: {run_dir.name}"))
+    from bench.generate import atomic_write_bytes
+
+    atomic_write_bytes(render_markdown(blocks).encode("utf-8"), md)
+    atomic_write_bytes(render_html(blocks, run_dir, f"imagen-bench report: {run_dir.name}").encode("utf-8"), page)
     return md, page
 
 
