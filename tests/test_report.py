@@ -323,3 +323,30 @@ def test_dollar_signs_in_labels_are_drawn_literally(tmp_path):
     assert png is not None and _png_ok(png)[0] > 300
     svg = (tmp_path / "p.svg").read_text()
     assert r"sampler=$\bad{$" in svg and r"/tmp/$\notacommand$/x" in svg
+
+
+def test_report_lists_the_images_the_detector_marks_wrong_lowest_clip_score_first(tmp_path):
+    run = make_fake_run(tmp_path / "run")
+    man = pd.read_csv(run / "manifest.csv", keep_default_na=False)
+    per = man[["path", "prompt_id", "guidance_weight", "category", "seed"]].copy()
+    per["clip_score"] = np.arange(len(per), 0, -1, dtype=float)  # the last image scores lowest
+    per["correct"] = [i % 2 == 1 for i in range(len(per))]  # the hostile prompt (row 0) is wrong
+    per["color_correct"] = True
+    per.to_csv(run / "image_scores.csv", index=False)
+    write_run_outputs(run)
+    md = (run / "report.md").read_text()
+    section = md.split("## Images to look at")[1]
+    assert f"{len(per) // 2} of {len(per)} images the exact detector marks wrong" in section
+    wrong = per[~per["correct"]].sort_values("clip_score")
+    first, second = wrong["path"].iloc[0], wrong["path"].iloc[1]
+    assert section.index(md_escape(first)) < section.index(md_escape(second))
+    assert md_escape(per[per["correct"]]["path"].iloc[0]) not in section
+    html_text = (run / "report.html").read_text()
+    assert "Images to look at" in html_text and "<script>" not in html_text  # the hostile prompt, escaped
+    assert "&lt;script&gt;" in html_text.split("Images to look at")[1]
+
+
+def test_report_without_image_scores_has_no_such_section(tmp_path):
+    run = make_fake_run(tmp_path / "run")
+    write_run_outputs(run)
+    assert "Images to look at" not in (run / "report.md").read_text()

@@ -115,6 +115,31 @@ def definitions_blocks(run_dir: Path) -> list[Block]:
     return [("h3", "What the numbers are (metrics.json)"), ("ul", [f"{k}: {v}" for k, v in defs.items()])]
 
 
+def image_blocks(run_dir: Path, n: int = 8) -> list[Block]:
+    """Where to look first: from ``image_scores.csv``, the images the exact detector marks wrong (else all),
+    lowest CLIP score first."""
+    path = run_dir / "image_scores.csv"
+    if not path.is_file():
+        return []
+    per = pd.read_csv(path, keep_default_na=False, na_values=[""])
+    if per.empty or "clip_score" not in per:
+        return []
+    judged = "correct" in per and per["correct"].notna().any()
+    pool = per[per["correct"].astype("boolean") == False] if judged else per  # noqa: E712 (nullable column)
+    if pool.empty:
+        return [("h2", "Images to look at"), ("p", "The exact detector marks every image correct (image_scores.csv).")]
+    prompts = pd.read_csv(run_dir / "manifest.csv", usecols=["path", "prompt"], keep_default_na=False)
+    pool = pool.merge(prompts, on="path", how="left").sort_values(["clip_score", "path"], na_position="last")
+    rows = [[f"{r['guidance_weight']:g}", str(r["category"]), _fmt(r["clip_score"], 3),
+             "" if pd.isna(r.get("correct", pd.NA)) else ("correct" if r["correct"] else "wrong"),
+             str(r["prompt"]), str(r["path"])] for _, r in pool.head(n).iterrows()]
+    what = (f"{len(pool)} of {len(per)} images the exact detector marks wrong" if judged else
+            f"{len(per)} images (no ground truth to check)")
+    return [("h2", "Images to look at"),
+            ("p", f"{what}; the {len(rows)} with the lowest CLIP score. Every image's scores: image_scores.csv."),
+            ("table", ["w", "category", "CLIP score", "detector", "prompt", "file"], rows)]
+
+
 def samples_blocks(run_dir: Path, grid: Path | None, max_prompts: int) -> list[Block]:
     if grid is None:
         return []
@@ -201,6 +226,7 @@ def report_blocks(run_dir: Path, info: dict[str, Any] | None, metrics: pd.DataFr
         out += [("img", plots[k].name, t) for k, t in figures]
     out += definitions_blocks(run_dir)
     out += samples_blocks(run_dir, plots.get("grid"), max_prompts)
+    out += image_blocks(run_dir)
     out += info_blocks(info)
     out += config_blocks(run_dir)
     out.append(("p", f"Written {time.strftime('%Y-%m-%d %H:%M:%S')} by bench.report."))

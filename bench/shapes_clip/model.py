@@ -204,8 +204,9 @@ def load_shapes_clip(path: str | Path | None = None, device: str | torch.device 
     if meta.get("kind") != "shapes_clip":
         raise CheckpointError(f"{path}: not a shapes-CLIP checkpoint (metadata kind={meta.get('kind')!r})")
     arch = {k: tuple(v) if isinstance(v, list) else v for k, v in meta["arch"].items()}
-    with torch.device("meta"):  # no random initialisation of weights that are replaced at once
-        model = ShapesClip(ShapesClipConfig(**arch))
+    # built on the CPU (random init: 30 ms for 1.3M parameters) rather than on the meta device, whose
+    # first use imports torch's reference kernels: ~2.6 s in every fresh process that scores a run
+    model = ShapesClip(ShapesClipConfig(**arch))
     state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(path)).items()}
     try:
         model.load_state_dict(state, strict=True, assign=True)
