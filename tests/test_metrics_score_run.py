@@ -170,14 +170,14 @@ def test_missing_images_and_missing_manifest_are_clear(tmp_path, monkeypatch):
         score_run(run, _cfg(tmp_path))
 
 
-def test_decode_batches_keeps_order(tmp_path):
-    from bench.metrics.score_run import decode_batches
+def test_decode_chunks_keeps_order(tmp_path):
+    from bench.metrics.score_run import decode_chunks
 
     paths = []
     for i in range(7):
         p = tmp_path / f"{i}.png"
         S.write_png(p, np.full((4, 4, 3), i, np.uint8))
         paths.append(p)
-    batches = list(decode_batches(paths, 3, workers=2))
+    batches = list(decode_chunks([paths[i:i + 3] for i in range(0, 7, 3)], workers=2))
     assert [b.shape[0] for b in batches] == [3, 3, 1]
     assert np.concatenate(batches)[:, 0, 0, 0].tolist() == list(range(7))

@@ -1,8 +1,6 @@
 """Percentile bootstrap over images (fixed seed): the confidence intervals of every metric row."""
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import numpy as np
 
 
@@ -17,14 +15,9 @@ def percentile_interval(values: np.ndarray, level: float = 0.95) -> tuple[float,
     return float(lo), float(hi)
 
 
-def resample_counts(n: int, n_resamples: int, seed: int = 0) -> Iterator[np.ndarray]:
-    """For each resample, float64 counts (n,): how often each of n images is drawn (with replacement)."""
-    yield from resample_count_matrix(n, n_resamples, seed)
-
-
 def resample_count_matrix(n: int, n_resamples: int, seed: int = 0, max_elements: int = 1 << 24) -> np.ndarray:
-    """Counts of all resamples at once, float64 (n_resamples, n); the same draws as ``resample_counts``
-    (one ``integers(0, n, n)`` per resample from ``default_rng(seed)``, drawn in blocks)."""
+    """How often each of n images is drawn (with replacement) in each resample, float64 (n_resamples, n):
+    one ``integers(0, n, n)`` per resample from ``default_rng(seed)``, drawn in blocks."""
     rng = np.random.default_rng(seed)
     out = np.zeros((n_resamples, n), dtype=np.float64)
     step = max(1, max_elements // max(n, 1))

@@ -212,17 +212,6 @@ class FrechetReference:
     def from_stats(cls, stats: FrechetStats) -> "FrechetReference":
         return cls(stats.mu, stats.sigma)
 
-    def distance(self, stats: FrechetStats) -> float:
-        """FD of ``stats`` to the reference via ``frechet_distance`` (scipy ``sqrtm``)."""
-        return stats.compute((self.mu, self.sigma))
-
-    def distance_eigh(self, mu: np.ndarray, sigma: np.ndarray) -> float:
-        """FD of N(mu, sigma) to the reference through the D x D symmetric eigenproblem."""
-        m = self.sqrt_sigma @ sigma @ self.sqrt_sigma
-        ev = np.linalg.eigvalsh((m + m.T) / 2)
-        diff = mu - self.mu
-        return float(diff @ diff + np.trace(sigma) + self.trace_sigma - 2.0 * np.sqrt(np.clip(ev, 0, None)).sum())
-
     def distance_features(self, features: Any) -> float:
         """FD of the feature set (n, D), n >= 2, to the reference (the Gram form when n < D)."""
         x = _as_float64(features)

@@ -165,15 +165,9 @@ def _load_rgb(path: Path) -> np.ndarray:
         return np.asarray(im.convert("RGB"))
 
 
-def decode_batches(paths: list[Path], batch_size: int, workers: int, size: int | None = None
-                   ) -> Iterator[np.ndarray]:
-    """uint8 (B, H, W, 3) batches in order; the next batch decodes in a thread pool while this one is used.
-    With ``size``, an image that is not ``size`` x ``size`` raises ValueError naming it."""
-    return decode_chunks([paths[i:i + batch_size] for i in range(0, len(paths), batch_size)], workers, size)
-
-
 def decode_chunks(chunks: list[list[Path]], workers: int, size: int | None = None) -> Iterator[np.ndarray]:
-    """One uint8 (B, H, W, 3) array per chunk of paths, in order, the next chunk decoding in a thread pool."""
+    """One uint8 (B, H, W, 3) array per chunk of paths, in order; the next chunk decodes in a thread pool while
+    this one is used. With ``size``, an image that is not ``size`` x ``size`` raises ValueError naming it."""
     with ThreadPoolExecutor(max(1, workers)) as pool:
         pending = deque([pool.submit(_load_rgb, p) for p in c] for c in chunks[:2])
         nxt = 2
@@ -195,17 +189,16 @@ def decode_chunks(chunks: list[list[Path]], workers: int, size: int | None = Non
 
 
 def _extract_all(run_dir: Path, man: pd.DataFrame, cfg: MetricsConfig, models: _Models, size: int,
-                 cache: ImageCache | None = None, flush: Callable[[], None] | None = None,
+                 cache: ImageCache, flush: Callable[[], None] | None = None,
                  ck: CacheKeys | None = None) -> tuple[dict[str, np.ndarray], list[dict | None]]:
     """One pass over the images: features of every extractor, and the exact scorer's verdicts.
 
-    Batches are fixed slices of the manifest order. With ``cache`` (``bench.metrics.image_cache``),
-    a batch whose every feature and verdict is cached under the same key is not even decoded;
+    Batches are fixed slices of the manifest order. A batch whose every feature and verdict is in
+    ``cache`` (``bench.metrics.image_cache``) under the same key is not even decoded;
     what is computed goes into the cache, and ``flush`` saves it at most once a minute.
     """
     digests, scenes, ext_keys, spans, keys = ck or cache_keys(run_dir, man, cfg, models)
     paths = [run_dir / p for p in man["path"]]
-    cache = ImageCache() if cache is None else cache
     rows = man[["truth", "prompt"]].to_dict("records")
     n = len(paths)
     feats = {name: [None] * len(spans) for name in models.extractors}
