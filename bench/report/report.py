@@ -25,7 +25,7 @@ from typing import Any
 
 import pandas as pd
 
-from .grid import grid_rows, write_grid
+from .grid import grid_rows, read_manifest, write_grid
 from .pareto import Curve, alignment_figure, category_rows, has_values, pareto_figure, read_metrics
 
 log = logging.getLogger(__name__)
@@ -128,8 +128,7 @@ def image_blocks(run_dir: Path, n: int = 8) -> list[Block]:
     pool = per[per["correct"].astype("boolean") == False] if judged else per  # noqa: E712 (nullable column)
     if pool.empty:
         return [("h2", "Images to look at"), ("p", "The exact detector marks every image correct (image_scores.csv).")]
-    prompts = pd.read_csv(run_dir / "manifest.csv", usecols=["path", "prompt"], keep_default_na=False)
-    pool = pool.merge(prompts, on="path", how="left").sort_values(["clip_score", "path"], na_position="last")
+    pool = pool.merge(read_manifest(run_dir)[["path", "prompt"]], on="path", how="left").sort_values(["clip_score", "path"], na_position="last")
     rows = [[f"{r['guidance_weight']:g}", str(r["category"]), _fmt(r["clip_score"], 3),
              "" if pd.isna(r.get("correct", pd.NA)) else ("correct" if r["correct"] else "wrong"),
              str(r["prompt"]), str(r["path"])] for _, r in pool.head(n).iterrows()]
