@@ -390,10 +390,13 @@ def measure_sweep(model_name: str, ckpt: dict[str, Path], work: Path, n_prompts:
 # ------------------------------------------------------------------------------------------------ peer
 
 def measure_peer(cascade, n_images: int, steps: int, w: float, percentile: float, sr_weight: float | None,
-                 forward_repeats: int, rounds: int = 2) -> dict[str, Any]:
+                 sr_steps: int, forward_repeats: int, rounds: int = 2) -> dict[str, Any]:
     """Our cascade vs imagen-pytorch sampling the same number of images at the final size, same steps,
     guidance weight and dynamic thresholding, fed the same MiniLM text embeddings; the peer is one U-Net
-    at the final size with about as many parameters as all our stages together."""
+    at the final size with about as many parameters as all our stages together.
+
+    The headline ratio runs every one of our stages with the peer's ``steps`` and ``w``; ``settings`` adds
+    the ratios with the SR stage at the config's ``sr_weight`` and/or ``sr_steps``, timed in the same rounds."""
     from imagen_pytorch_peer import PEER_PACKAGES, PeerSampler, count_params, import_imagen_pytorch, matched_unet
     from imagen_pytorch_peer import unet_forward
 
@@ -407,20 +410,27 @@ def measure_peer(cascade, n_images: int, steps: int, w: float, percentile: float
     unet, dim, peer_params = matched_unet(ip, ours_params, dim_text)
     peer = PeerSampler.build(ip, unet, size, steps, dim_text, percentile)
 
-    def ours(sr_w: float | None) -> Callable[[], Any]:
-        return lambda: cascade.sample(tokens, mask, wv, seeds, steps=steps, sr_steps=steps, kind="ddpm",
+    def ours(sr_w: float | None, sr_n: int) -> Callable[[], Any]:
+        return lambda: cascade.sample(tokens, mask, wv, seeds, steps=steps, sr_steps=sr_n, kind="ddpm",
                                       thresholding="dynamic", percentile=percentile, sr_weight=sr_w)
 
-    # alternating rounds (ours guided everywhere, ours at the config's sr_weight, the peer): this machine's
-    # speed drifts by tens of percent over minutes, so each side's time is its minimum over the rounds
-    ours_s, ours_cfg_s, peer_all = [], [], []
+    # our SR stage(s) at: (sr_weight, sr_steps); None = the base stage's w
+    variants = {"every_stage_w_and_steps": (None, steps), "config_sr_weight": (sr_weight, steps),
+                "config_sr_steps": (None, sr_steps), "config_sr_weight_and_steps": (sr_weight, sr_steps)}
+    # alternating rounds (each of our variants, then the peer): this machine's speed drifts by tens of
+    # percent over minutes, so each side's time is its minimum over the rounds
+    ours_all: dict[str, list[float]] = {k: [] for k in variants}
+    peer_all = []
     for r in range(rounds):
-        ours_s += timed(ours(None), repeats=1, warmup=1 if r == 0 else 0)
-        ours_cfg_s += timed(ours(sr_weight), repeats=1, warmup=0)
+        for k, (sr_w, sr_n) in variants.items():
+            ours_all[k] += timed(ours(sr_w, sr_n), repeats=1, warmup=1 if r == 0 else 0)
         images, t = peer.sample(tokens, mask, w)
         peer_all.append(t)
         assert images.shape == (n_images, 3, size, size) and torch.isfinite(images).all()
     peer_s = min(peer_all)
+    ours_s, ours_cfg_s = ours_all["every_stage_w_and_steps"], ours_all["config_sr_weight"]
+    settings = {k: {"sr_weight": "w" if sr_w is None else sr_w, "sr_steps": sr_n, "ours_seconds": ours_all[k],
+                    "speedup": peer_s / min(ours_all[k])} for k, (sr_w, sr_n) in variants.items()}
 
     # forward level, same resolution: our base U-Net architecture at the final size vs a peer Unet of matched size
     base_arch = {**cascade.stages[0].cfg.arch, "image_size": size}
@@ -444,7 +454,7 @@ def measure_peer(cascade, n_images: int, steps: int, w: float, percentile: float
                      "parameters; cond and uncond as two forwards, as imagen-pytorch does)"),
         "ours_seconds": ours_s, "ours_images_per_second": n_images / min(ours_s), "ours_params": ours_params,
         "speedup_with_config_sr_weight": peer_s / min(ours_cfg_s), "config_sr_weight": sr_weight,
-        "ours_seconds_with_config_sr_weight": ours_cfg_s,
+        "ours_seconds_with_config_sr_weight": ours_cfg_s, "config_sr_steps": sr_steps, "settings": settings,
         "peer_seconds": peer_s, "peer_images_per_second": n_images / peer_s, "peer_params": peer_params,
         "peer_dim": dim, "peer_import_s": t_import, "peer_packages": list(PEER_PACKAGES),
         "forward_level": {
@@ -641,7 +651,7 @@ def main(argv: list[str] | None = None) -> int:
             log("imagen-pytorch")
             try:
                 peer = measure_peer(cascade, size["peer_images"], size["peer_steps"], 5.0, 0.995, size["sr_weight"],
-                                    size["repeats"], rounds=1 if q else 2)
+                                    size["sr_steps"], size["repeats"], rounds=1 if q else 2)
             except ImportError as e:
                 peer = {"skipped": str(e)}
         results["speedup_vs_imagen_pytorch"] = peer.get("speedup")

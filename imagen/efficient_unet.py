@@ -10,6 +10,10 @@ Differences from the base U-Net, as the paper lists them:
   pooled embedding.
 The low-resolution image, corrupted by noise conditioning augmentation, is upsampled and
 concatenated to ``x_t``; its augmentation level gets its own embedding.
+
+The shipped 32 -> 64 stage follows the same rule in its widths: 16, 32, 64, 128 channels at
+64, 32, 16, 8 px with 1, 2, 3, 4 blocks, so most parameters sit at 8-16 px and a forward costs
+0.70 GFLOP per image (a 32-64-128 shape with blocks 1-2-3 costs 1.82; ``benchmarks/sr_arch.py``).
 """
 from __future__ import annotations
 

@@ -1,0 +1,83 @@
+"""Before / after of the super-resolution stage's shape: the previous 3-level Efficient U-Net (32, 64, 128
+channels at 64, 32, 16 px, blocks 1-2-3) against the shipped 4-level one (16, 32, 64, 128 channels at 64, 32,
+16, 8 px, blocks 1-2-3-4), which moves compute from the 64 px level to the low resolutions as the paper's
+Efficient U-Net does (appendix B.1). Times one forward at the sampler's guided micro-batch shape (cond +
+uncond rows, channels-last, as ``Cascade.sample`` runs it), the two interleaved so both see the same
+machine load, with FLOPs counted as ``benchmarks/run.py`` counts them. Random weights of each shape (speed
+does not depend on the weights).
+
+    python benchmarks/sr_arch.py [--threads 2] [--repeats 20]
+
+Writes ``benchmarks/sr_arch.json``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from run import compose, forward_flops, randomised_stage  # noqa: E402
+
+BEFORE = {"image_size": 64, "lowres_size": 32, "channels": [32, 64, 128], "blocks": [1, 2, 3], "text_dim": 384,
+          "heads": 4}
+
+
+def guided_inputs(rows: int, size: int, lowres: int, text_dim: int, length: int) -> tuple[tuple, dict]:
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(rows, 3, size, size, generator=g).contiguous(memory_format=torch.channels_last)
+    tokens = torch.randn(rows, length, text_dim, generator=g)
+    mask = torch.ones(rows, length, dtype=torch.bool)
+    drop = torch.arange(rows) >= rows // 2
+    kwargs = {"drop_text": drop, "lowres": torch.randn(rows, 3, lowres, lowres, generator=g),
+              "aug_level": torch.zeros(rows)}
+    return (x, torch.full((rows,), 0.5), tokens, mask), kwargs
+
+
+def main() -> int:
+    p = argparse.ArgumentParser()
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--repeats", type=int, default=20)
+    a = p.parse_args()
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    cfg = compose(["model=imagen_base"])
+    mb = int(cfg["sampler"]["micro_batch"])
+    length = int(cfg["model"]["text_encoder"]["max_length"])
+    after = dict(cfg["model"]["stages"][1]["arch"])
+    models = {name: randomised_stage("sr", arch, 0).eval().to(memory_format=torch.channels_last)
+              for name, arch in (("before", BEFORE), ("after", after))}
+    args, kwargs = guided_inputs(2 * mb, int(after["image_size"]), int(after["lowres_size"]),
+                                 int(after["text_dim"]), length)
+    times: dict[str, list[float]] = {k: [] for k in models}
+    for r in range(a.repeats + 2):
+        for name, model in models.items():
+            t0 = time.perf_counter()
+            with torch.inference_mode():
+                model(*args, **kwargs)
+            if r >= 2:  # two warm-up rounds
+                times[name].append(time.perf_counter() - t0)
+    out: dict = {"threads": torch.get_num_threads(), "micro_batch": mb, "forward_shape": list(args[0].shape),
+                 "repeats": a.repeats, "archs": {"before": BEFORE, "after": after}}
+    for name, model in models.items():
+        flops, _ = forward_flops(model, args, kwargs)
+        ms = 1e3 * statistics.median(times[name])
+        out[name] = {"params": sum(q.numel() for q in model.parameters()), "gflops_per_forward": flops / 1e9,
+                     "ms_per_forward": ms, "achieved_gflops": flops / ms / 1e6}
+    out["speedup"] = out["before"]["ms_per_forward"] / out["after"]["ms_per_forward"]
+    out["flops_ratio"] = out["before"]["gflops_per_forward"] / out["after"]["gflops_per_forward"]
+    path = REPO / "benchmarks" / "sr_arch.json"
+    path.write_text(json.dumps(out, indent=2) + "\n")
+    print(json.dumps(out, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
