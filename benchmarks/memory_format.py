@@ -10,7 +10,6 @@ Writes ``benchmarks/memory_format.json``.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import sys
@@ -22,7 +21,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from run import compose, sampling_inputs, stage_forward_args  # noqa: E402
+from run import compose, forward_args, sampling_inputs, stage_forward_args  # noqa: E402
 
 
 def time_forward(model: torch.nn.Module, args: tuple, kwargs: dict) -> float:
@@ -39,12 +38,7 @@ def to_format(obj, fmt: torch.memory_format):
 
 
 def main() -> int:
-    p = argparse.ArgumentParser()
-    p.add_argument("--threads", type=int, default=0)
-    p.add_argument("--repeats", type=int, default=20)
-    a = p.parse_args()
-    if a.threads:
-        torch.set_num_threads(a.threads)
+    a = forward_args()
     from imagen.cascade import Cascade, StageConfig
     from imagen.text_encoder import TextEncoderConfig
 

@@ -64,6 +64,17 @@ def timed(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> list[float]:
 
 # ------------------------------------------------------------------------------------------------ setup
 
+def forward_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command line of the per-forward before/after scripts (``--threads``, ``--repeats``); sets the threads."""
+    p = argparse.ArgumentParser()
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.add_argument("--repeats", type=int, default=20, help="timed rounds after two warm-up rounds")
+    a = p.parse_args(argv)
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    return a
+
+
 def machine_facts() -> dict[str, Any]:
     from bench.runinfo import git_revision
 

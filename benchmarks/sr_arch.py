@@ -12,7 +12,6 @@ Writes ``benchmarks/sr_arch.json``.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import sys
@@ -24,7 +23,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from run import compose, forward_flops, randomised_stage  # noqa: E402
+from run import compose, forward_args, forward_flops, randomised_stage  # noqa: E402
 
 BEFORE = {"image_size": 64, "lowres_size": 32, "channels": [32, 64, 128], "blocks": [1, 2, 3], "text_dim": 384,
           "heads": 4}
@@ -42,12 +41,7 @@ def guided_inputs(rows: int, size: int, lowres: int, text_dim: int, length: int)
 
 
 def main() -> int:
-    p = argparse.ArgumentParser()
-    p.add_argument("--threads", type=int, default=0)
-    p.add_argument("--repeats", type=int, default=20)
-    a = p.parse_args()
-    if a.threads:
-        torch.set_num_threads(a.threads)
+    a = forward_args()
     cfg = compose(["model=imagen_base"])
     mb = int(cfg["sampler"]["micro_batch"])
     length = int(cfg["model"]["text_encoder"]["max_length"])

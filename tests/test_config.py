@@ -1,4 +1,5 @@
 """Every config group composes; the CLI contract of DESIGN section 5 holds."""
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -92,3 +93,19 @@ def test_cli_run_end_to_end_with_random_tiny_model(tmp_path):
                            text=True)
     assert clash.returncode != 0 and "other settings" in clash.stderr
     assert len(list((run_dir / "images").rglob("*.png"))) == 6
+
+
+def test_shipped_checkpoints_match_the_configured_architecture_and_recipe():
+    """conf/model/imagen_base.yaml's ``arch`` is what a missing checkpoint is rebuilt as, and
+    conf/recipe/*.yaml is how the shipped stage was trained: both must describe the shipped file."""
+    from imagen.checkpoint import arch_of, build_stage, read_meta
+
+    model = OmegaConf.to_container(_compose(["model=imagen_base"]).model, resolve=True)
+    for stage in model["stages"]:
+        meta = read_meta(REPO / stage["checkpoint"])
+        recipe = OmegaConf.to_container(_compose([f"recipe={stage['kind']}"], name="train").recipe, resolve=True)
+        assert meta["kind"] == stage["kind"]
+        for arch in (stage["arch"], recipe["arch"]):  # in full, defaults included
+            assert json.loads(json.dumps(arch_of(build_stage(stage["kind"], arch)))) == meta["arch"], stage["kind"]
+        assert (meta["image_size"], meta["lowres_size"]) == (stage["image_size"], stage["lowres_size"])
+        assert meta["prediction"] == stage["prediction"] == recipe["prediction"]
