@@ -49,8 +49,8 @@ def main() -> int:
                            allow_random=False)
     tokens, mask, _, _ = sampling_inputs(cascade, mb, w=5.0)
     out: dict = {"threads": torch.get_num_threads(), "micro_batch": mb, "repeats": a.repeats, "stages": {}}
-    for i, st in enumerate(cascade.stages):
-        args, kwargs = stage_forward_args(cascade, i, tokens, mask, guided=True)
+    for st in cascade.stages:
+        args, kwargs = stage_forward_args(st.cfg, tokens, mask, guided=True)
         variants = {}
         for name, fmt in (("contiguous", torch.contiguous_format), ("channels_last", torch.channels_last)):
             st.model.to(memory_format=fmt)

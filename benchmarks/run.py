@@ -195,19 +195,19 @@ def sampling_inputs(cascade, n: int, w: float) -> tuple[torch.Tensor, torch.Tens
     return tokens, mask, torch.full((n,), float(w)), [1000 + i for i in range(n)]
 
 
-def stage_forward_args(cascade, stage: int, tokens, mask, guided: bool) -> tuple[tuple, dict]:
-    """The exact forward the sampler makes for one micro-batch: cond rows then uncond rows when guided."""
-    st = cascade.stages[stage]
+def stage_forward_args(stage, tokens, mask, guided: bool) -> tuple[tuple, dict]:
+    """The exact forward the sampler makes for one micro-batch of a stage (its ``StageConfig``): cond rows
+    then uncond rows when guided."""
     b = tokens.shape[0]
     rows = 2 * b if guided else b
-    size = st.cfg.image_size
+    size = stage.image_size
     x = torch.randn(rows, 3, size, size).contiguous(memory_format=torch.channels_last)
     t = torch.full((rows,), 0.5)
     tok, msk = (torch.cat([tokens, tokens]), torch.cat([mask, mask])) if guided else (tokens, mask)
     drop = torch.cat([torch.zeros(b, dtype=torch.bool), torch.ones(rows - b, dtype=torch.bool)])
     kwargs: dict[str, Any] = {"drop_text": drop}
-    if st.cfg.kind == "sr":
-        low = st.cfg.lowres_size
+    if stage.kind == "sr":
+        low = stage.lowres_size
         kwargs.update(lowres=torch.randn(rows, 3, low, low), aug_level=torch.zeros(rows))
     return (x, t, tok, msk), kwargs
 
@@ -232,7 +232,7 @@ def measure_mfu(cascade, micro_batch: int, steps: int, sr_steps: int, sr_weight:
     for i, st in enumerate(cascade.stages):
         n_steps = steps if i == 0 else sr_steps
         guided = i == 0 or sr_weight is None or float(sr_weight) != 1.0
-        args, kwargs = stage_forward_args(cascade, i, tokens, mask, guided=guided)
+        args, kwargs = stage_forward_args(st.cfg, tokens, mask, guided=guided)
         flops, by_op = forward_flops(st.model, args, kwargs)
         secs = [r[i] for r in runs]
         fps = n_steps / median(secs)

@@ -23,33 +23,26 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from run import compose, forward_args, forward_flops, randomised_stage  # noqa: E402
+from run import compose, forward_args, forward_flops, randomised_stage, stage_forward_args  # noqa: E402
 
 BEFORE = {"image_size": 64, "lowres_size": 32, "channels": [32, 64, 128], "blocks": [1, 2, 3], "text_dim": 384,
           "heads": 4}
 
 
-def guided_inputs(rows: int, size: int, lowres: int, text_dim: int, length: int) -> tuple[tuple, dict]:
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(rows, 3, size, size, generator=g).contiguous(memory_format=torch.channels_last)
-    tokens = torch.randn(rows, length, text_dim, generator=g)
-    mask = torch.ones(rows, length, dtype=torch.bool)
-    drop = torch.arange(rows) >= rows // 2
-    kwargs = {"drop_text": drop, "lowres": torch.randn(rows, 3, lowres, lowres, generator=g),
-              "aug_level": torch.zeros(rows)}
-    return (x, torch.full((rows,), 0.5), tokens, mask), kwargs
-
-
 def main() -> int:
     a = forward_args()
+    from imagen.cascade import StageConfig
+
     cfg = compose(["model=imagen_base"])
     mb = int(cfg["sampler"]["micro_batch"])
     length = int(cfg["model"]["text_encoder"]["max_length"])
-    after = dict(cfg["model"]["stages"][1]["arch"])
+    stage = StageConfig(**cfg["model"]["stages"][1])
+    after = dict(stage.arch)
     models = {name: randomised_stage("sr", arch, 0).eval().to(memory_format=torch.channels_last)
               for name, arch in (("before", BEFORE), ("after", after))}
-    args, kwargs = guided_inputs(2 * mb, int(after["image_size"]), int(after["lowres_size"]),
-                                 int(after["text_dim"]), length)
+    torch.manual_seed(0)  # random text tokens: the forward's cost does not depend on them
+    tokens, mask = torch.randn(mb, length, int(after["text_dim"])), torch.ones(mb, length, dtype=torch.bool)
+    args, kwargs = stage_forward_args(stage, tokens, mask, guided=True)
     times: dict[str, list[float]] = {k: [] for k in models}
     for r in range(a.repeats + 2):
         for name, model in models.items():
