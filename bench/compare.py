@@ -16,15 +16,21 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import hydra
 import pandas as pd
+from matplotlib.figure import Figure
+from omegaconf import DictConfig, ListConfig
 
+from bench import rundir
+from bench.cli import missing_arguments
 from bench.report.pareto import (Curve, category_rows, describe_column, draw_vs_w, has_values, pareto_figure,
-                                 read_metrics, save_figure)
+                                 save_figure)
 
 log = logging.getLogger(__name__)
 _UNSET = "<unset>"
@@ -45,19 +51,15 @@ class Comparison:
     alignment: Path | None
 
 
-def is_run_dir(path: Path) -> bool:
-    return (path / "manifest.csv").is_file() or (path / "metrics.csv").is_file()
-
-
 def expand_runs(paths: Sequence[str | os.PathLike]) -> list[Path]:
     """Run directories from paths that are run directories or Hydra multirun folders (numbered
     subfolders, in numeric order); duplicates dropped, order kept."""
     out: list[Path] = []
     for p in map(Path, paths):
-        if is_run_dir(p):
+        if rundir.is_run_dir(p):
             found = [p]
         elif p.is_dir():
-            found = sorted((d for d in p.iterdir() if d.is_dir() and d.name.isdigit() and is_run_dir(d)),
+            found = sorted((d for d in p.iterdir() if d.is_dir() and d.name.isdigit() and rundir.is_run_dir(d)),
                            key=lambda d: int(d.name))
             if not found:
                 raise CompareError(f"{p}: neither a run directory (no manifest.csv or metrics.csv) nor a Hydra "
@@ -95,14 +97,8 @@ def flatten_config(d: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _load_yaml(path: Path) -> Any:
-    import yaml
-
-    return yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else None
-
-
 def run_config(run_dir: Path) -> dict[str, Any]:
-    cfg = _load_yaml(run_dir / ".hydra" / "config.yaml")
+    cfg = rundir.read_config(run_dir)
     if cfg is None:
         log.warning("%s has no .hydra/config.yaml: its legend cannot name its settings", run_dir)
     return cfg or {}
@@ -111,10 +107,10 @@ def run_config(run_dir: Path) -> dict[str, Any]:
 def group_choices(run_dir: Path, cfg: dict[str, Any]) -> dict[str, str]:
     """Config-group choices (``model: imagen_base``): from .hydra/hydra.yaml, else the group=option
     overrides, else each group's ``name`` key."""
-    hydra_cfg = _load_yaml(run_dir / ".hydra" / "hydra.yaml") or {}
+    hydra_cfg = rundir.read_hydra_file(run_dir, "hydra") or {}
     choices = ((hydra_cfg.get("hydra") or {}).get("runtime") or {}).get("choices") or {}
     out = {str(k): str(v) for k, v in choices.items() if not str(k).startswith("hydra") and v is not None}
-    for o in _load_yaml(run_dir / ".hydra" / "overrides.yaml") or []:
+    for o in rundir.read_hydra_file(run_dir, "overrides") or []:
         key, _, val = str(o).lstrip("+~").partition("=")
         if val and "." not in key and not val.startswith("[") and key in cfg and isinstance(cfg[key], dict):
             out.setdefault(key, val)
@@ -178,10 +174,10 @@ def config_labels(run_dirs: Sequence[Path]) -> tuple[list[str], list[dict[str, s
 def combined_table(run_dirs: Sequence[Path], labels: Sequence[str], settings: Sequence[dict[str, str]]) -> pd.DataFrame:
     frames = []
     for d, lab, s in zip(run_dirs, labels, settings):
-        f = d / "metrics.csv"
+        f = d / rundir.METRICS
         if not f.is_file():
             raise CompareError(f"{f} does not exist: score the run first (python -m bench.metrics.score_run {d})")
-        m = read_metrics(f)
+        m = rundir.read_metrics(f)
         front = pd.DataFrame({"run": [str(d)] * len(m), "label": [lab] * len(m),
                               **{k: [v] * len(m) for k, v in s.items()}})
         frames.append(pd.concat([front, m.reset_index(drop=True)], axis=1))
@@ -203,9 +199,7 @@ def compare_runs(runs: Sequence[str | os.PathLike], out: str | os.PathLike, cate
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     csv = out / "compare.csv"
-    tmp = csv.with_name(f".{csv.name}.tmp{os.getpid()}")
-    table.to_csv(tmp, index=False)
-    os.replace(tmp, csv)
+    rundir.atomic_write_text(table.to_csv(index=False), csv)
     curves = [Curve(lab, category_rows(table[table["run"] == str(d)], category)) for d, lab in zip(run_dirs, auto)]
     if not any(len(c.table) for c in curves):
         raise CompareError(f"no metrics rows with category={category!r} in these runs")
@@ -218,8 +212,6 @@ def compare_runs(runs: Sequence[str | os.PathLike], out: str | os.PathLike, cate
 
 
 def _alignment(curves: list[Curve], png: Path) -> Path | None:
-    from matplotlib.figure import Figure
-
     if not any(has_values(c.table, "alignment") for c in curves):
         png.unlink(missing_ok=True)
         return None
@@ -235,13 +227,6 @@ def _alignment(curves: list[Curve], png: Path) -> Path | None:
 
 
 def main() -> None:
-    import sys
-
-    import hydra
-    from omegaconf import DictConfig, ListConfig
-
-    from bench.pairs import missing_arguments
-
     missing = missing_arguments(sys.argv[1:], ("runs", "out"))
     if missing and not any(a.startswith("-") for a in sys.argv[1:]):  # leave --help, --cfg ... to Hydra
         raise SystemExit(f"bench.compare: missing {', '.join(missing)}; "

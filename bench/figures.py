@@ -27,11 +27,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import hydra
 import pandas as pd
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from matplotlib.figure import Figure
+from omegaconf import DictConfig, OmegaConf
 
+from bench import rundir
 from bench.compare import show
+from bench.report.grid import draw_grid, grid_rows, wrap_caption
 from bench.report.pareto import (AXIS_NAMES, Curve, category_rows, draw_pareto, draw_vs_w, has_values, n_text,
-                                 read_metrics, save_figure)
+                                 save_figure)
+from bench.report.report import md_escape
+from bench.run import RunConfigMismatch, run
+from imagen.cascade import resolve_path
 
 log = logging.getLogger(__name__)
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
@@ -128,9 +138,6 @@ def variant_overrides(spec: FigureSpec, v: Variant) -> list[str]:
 
 def compose_run_config(overrides: Sequence[str]) -> dict[str, Any]:
     """The resolved ``conf/config.yaml`` with ``overrides``, as a plain dict (Hydra's compose API)."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from omegaconf import OmegaConf
 
     if GlobalHydra.instance().is_initialized():  # inside a Hydra app: its search path is conf/
         cfg = compose(config_name="config", overrides=list(overrides))
@@ -156,24 +163,12 @@ class VariantResult:
     info: dict[str, Any]
 
 
-def _write_hydra_files(run_dir: Path, cfg: dict[str, Any], overrides: list[str]) -> None:
-    import yaml
-
-    d = run_dir / ".hydra"
-    d.mkdir(parents=True, exist_ok=True)
-    (d / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
-    (d / "overrides.yaml").write_text(yaml.safe_dump(overrides, sort_keys=False), encoding="utf-8")
-
-
 def checkpoint_hashes(cfg: dict[str, Any]) -> list[str]:
     """sha256 of each stage's checkpoint file ('none' where the stage has none: random weights)."""
-    from bench.runinfo import sha256_file
-    from imagen.cascade import resolve_path
-
     out = []
     for st in cfg["model"]["stages"]:
         path = resolve_path(st["checkpoint"]) if st.get("checkpoint") else None
-        out.append(sha256_file(path) if path is not None and path.is_file() else "none")
+        out.append(rundir.file_sha256(path) if path is not None and path.is_file() else "none")
     return out
 
 
@@ -181,9 +176,6 @@ def run_variant(v: Variant, overrides: list[str], run_dir: Path,
                 compose: Callable[[Sequence[str]], dict[str, Any]] = compose_run_config) -> VariantResult:
     """Run one variant's sweep in ``run_dir``, or reuse it when it finished with the same config and
     checkpoint files; an unfinished one resumes (bench.run keeps finished images)."""
-    from bench.run import RunConfigMismatch, run
-    from bench.runinfo import write_json
-
     cfg = compose(overrides)
     hashes = checkpoint_hashes(cfg)
     record = run_dir / DONE_FILE
@@ -194,22 +186,22 @@ def run_variant(v: Variant, overrides: list[str], run_dir: Path,
                           "directory away, or give the figure another out_dir=...")
     same = prev is not None and json.dumps(prev["config"], sort_keys=True) == json.dumps(cfg, sort_keys=True)
     if same and prev.get("finished"):
-        m = run_dir / "metrics.csv"
-        return VariantResult(v, run_dir, cfg, overrides, read_metrics(m) if m.is_file() else None,
+        m = run_dir / rundir.METRICS
+        return VariantResult(v, run_dir, cfg, overrides, rundir.read_metrics(m) if m.is_file() else None,
                              float(prev["wall_time_s"]), True, prev.get("info", {}))
     t0 = time.time()
     run_dir.mkdir(parents=True, exist_ok=True)
-    write_json(record, {"config": cfg, "overrides": overrides, "checkpoints": hashes, "finished": False})
-    _write_hydra_files(run_dir, cfg, overrides)
+    rundir.write_json(record, {"config": cfg, "overrides": overrides, "checkpoints": hashes, "finished": False})
+    rundir.write_hydra_files(run_dir, cfg, overrides)
     try:
         result = run(cfg, run_dir)
     except RunConfigMismatch as e:
         raise FigureError(f"variant {v.label!r}: {e} (or give the figure another out_dir=...)") from None
     wall = time.time() - t0
-    write_json(record, {"config": cfg, "overrides": overrides, "checkpoints": hashes, "finished": True,
+    rundir.write_json(record, {"config": cfg, "overrides": overrides, "checkpoints": hashes, "finished": True,
                         "wall_time_s": round(wall, 2), "info": result["info"]})
-    m = run_dir / "metrics.csv"
-    metrics = read_metrics(m) if (m.is_file() and result["metrics"] is not None) else None
+    m = run_dir / rundir.METRICS
+    metrics = rundir.read_metrics(m) if (m.is_file() and result["metrics"] is not None) else None
     return VariantResult(v, run_dir, cfg, overrides, metrics, wall, False, result["info"])
 
 
@@ -245,9 +237,7 @@ def make_figure(spec: FigureSpec, out_dir: str | os.PathLike,
     skipped = [v for v in spec.variants if not active(v)]
     table = figure_table(spec, results)
     paths = {"csv": out / f"{spec.name}.csv"}
-    tmp = paths["csv"].with_name(f".{paths['csv'].name}.tmp{os.getpid()}")
-    table.to_csv(tmp, index=False)
-    os.replace(tmp, paths["csv"])
+    rundir.atomic_write_text(table.to_csv(index=False), paths["csv"])
     png = figure_plot(spec, results, out / f"{spec.name}.png", out / f"{spec.name}.svg")
     if png is not None:
         paths["png"], paths["svg"] = png, out / f"{spec.name}.svg"
@@ -279,7 +269,6 @@ def figure_table(spec: FigureSpec, results: Sequence[VariantResult]) -> pd.DataF
 def figure_plot(spec: FigureSpec, results: Sequence[VariantResult], png: Path, svg: Path | None = None) -> Path | None:
     """Pareto (FD vs CLIP score) and metric-vs-w panels; panels without values are left out.
     None (and no file) when no variant has any metric value."""
-    from matplotlib.figure import Figure
 
     curves = [Curve(r.variant.label, category_rows(r.metrics, "all")) for r in results if r.metrics is not None]
     tables = [c.table for c in curves]
@@ -320,7 +309,6 @@ def figure_plot(spec: FigureSpec, results: Sequence[VariantResult], png: Path, s
 def samples_plot(spec: FigureSpec, results: Sequence[VariantResult], png: Path, n_prompts: int = 2) -> Path | None:
     """The first prompts' images across w, one row per (prompt, variant): the same seed in every cell of
     a prompt's rows, so rows differ only by the variant's setting."""
-    from bench.report.grid import draw_grid, grid_rows, wrap_caption
 
     per_variant = [(r, *grid_rows(r.run_dir, n_prompts)) for r in results]
     if not per_variant:
@@ -339,7 +327,6 @@ def samples_plot(spec: FigureSpec, results: Sequence[VariantResult], png: Path, 
 def write_readme(spec: FigureSpec, results: Sequence[VariantResult], skipped: Sequence[Variant], out: Path,
                  wall: float) -> Path:
     """What the figure is, what the paper found, the sizes, each arm's note and wall time."""
-    from bench.report.report import md_escape
 
     s = spec.size
     lines = [f"# {md_escape(spec.title)}", "", f"Reproduces: {md_escape(spec.paper)}", "",
@@ -363,14 +350,11 @@ def write_readme(spec: FigureSpec, results: Sequence[VariantResult], skipped: Se
                   f"per variant), {spec.name}.csv (every metrics row of every variant), runs/*/report.html (each "
                   "variant's own report).", ""]
     path = out / "README.md"
-    path.write_text("\n".join(lines), encoding="utf-8")
+    rundir.atomic_write_text("\n".join(lines), path)
     return path
 
 
 def main() -> None:
-    import hydra
-    from omegaconf import DictConfig, OmegaConf
-
     @hydra.main(version_base="1.3", config_path="../conf", config_name="figures")
     def _main(cfg: DictConfig) -> None:
         d = OmegaConf.to_container(cfg, resolve=True)

@@ -1,41 +1,35 @@
-"""Sweep generation: prompts x samples x guidance weights -> PNGs + manifest.csv.
+"""Sweep generation: prompts x samples x guidance weights -> PNGs (any ``Generator``).
 
-Determinism by construction (DESIGN section 4, style rule 2):
+Determinism by construction:
 - every image has its own seed, derived from (run seed, prompt id, sample index) and not
   from the guidance weight, so all weights of the sweep start from identical noise;
-- forwards always run at one fixed micro-batch shape (``micro_batch`` images, padded by
-  repeating the last image); images with w = 1 (no unconditional pass) and w != 1 are never
-  mixed in one micro-batch. CPU kernels give different bits for different batch shapes but
-  identical bits for any rows at a fixed shape, so an image never depends on the batch size,
-  the sweep it belongs to, the number of processes or which images were already done.
+- generators always run at one fixed micro-batch shape (``micro_batch`` images, padded by
+  repeating the last image); jobs of different ``Generator.batch_group`` (for the cascade: w = 1,
+  which skips the unconditional pass, and w != 1) are never mixed in one micro-batch. CPU kernels
+  give different bits for different batch shapes but identical bits for any rows at a fixed shape,
+  so an image never depends on the batch size, the sweep it belongs to, the number of processes
+  or which images were already done.
 """
 from __future__ import annotations
 
-import csv
 import hashlib
 import io
-import json
 import logging
-import os
-import socket
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
-import torch
 from PIL import Image
+from tqdm import tqdm
 
+from bench.generators.base import Generator, Job, NonFiniteSampleError
 from bench.prompts.records import PromptRecord
-from imagen.cascade import Cascade, to_uint8
+from bench.rundir import atomic_write_bytes
 
 log = logging.getLogger(__name__)
-MANIFEST_COLUMNS = ["path", "prompt_id", "prompt", "category", "seed", "guidance_weight", "sample_index",
-                    "image_index", "truth", "width", "height"]
-
-
-class NonFiniteSampleError(RuntimeError):
-    pass
+__all__ = ["ImageJob", "NonFiniteSampleError", "generate", "image_seed", "manifest_rows", "micro_batches",
+           "plan_jobs", "png_ok", "weight_tag"]
 
 
 @dataclass(frozen=True)
@@ -83,15 +77,25 @@ def plan_jobs(prompts: Sequence[PromptRecord], weights: Sequence[float], samples
     return jobs
 
 
-def micro_batches(jobs: Sequence[ImageJob], micro_batch: int) -> list[list[ImageJob]]:
-    """Chunks of exactly ``micro_batch`` jobs (the last padded by repeating its last job);
-    jobs with w == 1 and w != 1 go to separate chunks."""
+def unguided_first(job: ImageJob) -> int:
+    """The cascade's grouping: w = 1 (no unconditional pass) apart from, and before, w != 1."""
+    return 0 if job.guidance_weight == 1.0 else 1
+
+
+def micro_batches(jobs: Sequence[ImageJob], micro_batch: int,
+                  group: Callable[[ImageJob], Any] = unguided_first) -> list[list[ImageJob]]:
+    """Chunks of exactly ``micro_batch`` jobs (the last of each group padded by repeating its last job);
+    jobs of different ``group`` values go to separate chunks, groups in sorted order."""
     if micro_batch < 1:
         raise ValueError(f"micro_batch must be >= 1, got {micro_batch}")
+    groups: dict[Any, list[ImageJob]] = {}
+    for j in jobs:
+        groups.setdefault(group(j), []).append(j)
     out = []
-    for group in ([j for j in jobs if j.guidance_weight == 1.0], [j for j in jobs if j.guidance_weight != 1.0]):
-        for i in range(0, len(group), micro_batch):
-            chunk = list(group[i : i + micro_batch])
+    for key in sorted(groups):
+        members = groups[key]
+        for i in range(0, len(members), micro_batch):
+            chunk = list(members[i : i + micro_batch])
             out.append(chunk + [chunk[-1]] * (micro_batch - len(chunk)))
     return out
 
@@ -113,80 +117,51 @@ def atomic_write_png(array: np.ndarray, path: Path) -> None:
     atomic_write_bytes(buf.getvalue(), path)
 
 
-def atomic_write_bytes(data: bytes, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{socket.gethostname()}.{os.getpid()}")  # unique on a shared disk
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+def manifest_rows(jobs: Iterable[ImageJob], size: int) -> list[dict[str, Any]]:
+    """One ``manifest.csv`` row per job (``bench.rundir.write_manifest`` writes them)."""
+    return [{"path": j.path, "prompt_id": j.prompt.id, "prompt": j.prompt.text, "category": j.prompt.category,
+             "seed": j.seed, "guidance_weight": f"{j.guidance_weight:g}", "sample_index": j.sample_index,
+             "image_index": j.image_index, "truth": j.prompt.truth or "", "width": size, "height": size}
+            for j in jobs]
 
 
-def write_manifest(run_dir: Path, jobs: Iterable[ImageJob], size: int) -> Path:
-    buf = io.StringIO()
-    wr = csv.writer(buf, lineterminator="\n")
-    wr.writerow(MANIFEST_COLUMNS)
-    for j in jobs:
-        wr.writerow([j.path, j.prompt.id, j.prompt.text, j.prompt.category, j.seed, f"{j.guidance_weight:g}",
-                     j.sample_index, j.image_index, j.prompt.truth or "", size, size])
-    out = run_dir / "manifest.csv"
-    atomic_write_bytes(buf.getvalue().encode("utf-8"), out)
-    return out
+def _job(j: ImageJob) -> Job:
+    return Job(j.prompt.text, j.seed, j.guidance_weight)
 
 
-@dataclass
-class GenerationSettings:
-    steps: int = 25
-    kind: str = "ddim"
-    thresholding: str = "dynamic"
-    percentile: float = 0.995
-    sr_steps: int | None = None
-    sr_weight: float | None = None
-    aug_level: float = 0.0
-    micro_batch: int = 8
+def _sample(generator: Generator, chunk: list[ImageJob], run_dir: Path) -> np.ndarray:
+    try:
+        return generator([_job(j) for j in chunk])
+    except NonFiniteSampleError as e:
+        bad = chunk[e.row]
+        raise NonFiniteSampleError(
+            f"{e} for prompt {bad.prompt.id!r} ({bad.prompt.text!r}), seed {bad.seed}, w={bad.guidance_weight:g}; "
+            f"finished images are kept in {run_dir}", e.row) from None
 
 
-def generate(cascade: Cascade, jobs: Sequence[ImageJob], run_dir: Path, settings: GenerationSettings,
+def generate(generator: Generator, jobs: Sequence[ImageJob], run_dir: Path, micro_batch: int,
              shard: tuple[int, int] = (0, 1), progress: bool = True,
              sync: Callable[[], None] | None = None) -> dict[str, int]:
-    """Generate every job whose PNG is missing or broken; returns counts (done, skipped).
+    """Generate every job whose PNG is missing or broken; returns counts (generated, skipped).
 
     ``shard=(rank, world)``: this process makes micro-batches ``rank::world``. ``sync`` (a barrier)
     runs after the list of missing images is made and before any image is written, so that every
     rank shards the same list.
     """
-    from tqdm import tqdm
-
-    size = cascade.image_size
-    todo = [j for j in jobs if not png_ok(run_dir / j.path, size)]
+    todo = [j for j in jobs if not png_ok(run_dir / j.path, generator.image_size)]
     if sync is not None:
         sync()
     skipped = len(jobs) - len(todo)
     if skipped:
         log.info("resume: %d of %d images already finished and verified", skipped, len(jobs))
-    chunks = micro_batches(todo, settings.micro_batch)
     rank, world = shard
-    chunks = chunks[rank::world]
-    texts = sorted({j.prompt.text for c in chunks for j in c})
-    if texts:
-        cascade.text_encoder.encode(texts)  # fills the embedding cache once for the whole sweep
+    chunks = micro_batches(todo, micro_batch, lambda j: generator.batch_group(_job(j)))[rank::world]
+    generator.prepare([j.prompt.text for c in chunks for j in c])
     bar = tqdm(total=sum(len({j.image_index for j in c}) for c in chunks), desc="generate", unit="img",
                disable=not progress, dynamic_ncols=True)
     done = 0
     for chunk in chunks:
-        tokens, mask = cascade.text_encoder.encode([j.prompt.text for j in chunk])
-        w = torch.tensor([j.guidance_weight for j in chunk], dtype=torch.float32)
-        x = cascade.sample(tokens, mask, w, [j.seed for j in chunk], steps=settings.steps, kind=settings.kind,
-                           thresholding=settings.thresholding, percentile=settings.percentile,
-                           sr_steps=settings.sr_steps, sr_weight=settings.sr_weight, aug_level=settings.aug_level)
-        finite = torch.isfinite(x.flatten(1)).all(1)
-        if not bool(finite.all()):
-            bad = chunk[int((~finite).nonzero()[0])]
-            raise NonFiniteSampleError(
-                f"non-finite pixels sampled for prompt {bad.prompt.id!r} ({bad.prompt.text!r}), seed {bad.seed}, "
-                f"w={bad.guidance_weight:g}; finished images are kept in {run_dir}")
-        images = to_uint8(x)
+        images = _sample(generator, chunk, run_dir)
         seen = set()
         for j, img in zip(chunk, images):
             if j.image_index in seen:

@@ -27,11 +27,17 @@ import json
 import math
 import os
 import random
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+import hydra
+from omegaconf import DictConfig
 from PIL import Image
+
+from bench import rundir
+from bench.cli import missing_arguments
 
 Side = Literal["left", "right"]
 
@@ -120,29 +126,26 @@ class Export:
 # ---------------------------------------------------------------- reading runs
 
 def read_manifest(run_dir: str | os.PathLike) -> list[ManifestImage]:
-    """The rows of ``RUN/manifest.csv``; errors name the file and line."""
+    """The rows of ``RUN/manifest.csv`` (``bench.rundir.read_manifest``); errors name the file and line."""
     run = Path(run_dir)
-    path = run / "manifest.csv"
-    if not path.is_file():
-        raise PairsError(f"{path}: not found (is {run} a run directory written by bench.run?)")
+    path = run / rundir.MANIFEST
+    try:
+        man = rundir.read_manifest(run, required=MANIFEST_COLUMNS)
+    except FileNotFoundError:
+        raise PairsError(f"{path}: not found (is {run} a run directory written by bench.run?)") from None
+    except rundir.ManifestError as e:
+        raise PairsError(str(e)) from None
     rows: list[ManifestImage] = []
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        missing = [c for c in MANIFEST_COLUMNS if c not in (reader.fieldnames or [])]
-        if missing:
-            raise PairsError(f"{path}: missing column(s) {', '.join(missing)}")
-        for rec in reader:
-            line = reader.line_num
-            try:
-                weight = float(rec["guidance_weight"])
-                sample = int(rec["sample_index"])
-            except (TypeError, ValueError):
-                raise PairsError(f"{path}, line {line}: guidance_weight {rec['guidance_weight']!r} / "
-                                 f"sample_index {rec['sample_index']!r} are not numbers") from None
-            if not rec["prompt_id"] or not rec["path"]:
-                raise PairsError(f"{path}, line {line}: empty prompt_id or path")
-            rows.append(ManifestImage(run / rec["path"], rec["prompt_id"], rec["prompt"], rec["category"],
-                                      weight, sample, line))
+    for i, rec in enumerate(man.to_dict("records")):
+        line = i + 2  # header, 1-based
+        try:
+            sample = int(rec["sample_index"])
+        except ValueError:
+            raise PairsError(f"{path}, line {line}: sample_index {rec['sample_index']!r} is not a number") from None
+        if not rec["prompt_id"] or not rec["path"]:
+            raise PairsError(f"{path}, line {line}: empty prompt_id or path")
+        rows.append(ManifestImage(run / rec["path"], rec["prompt_id"], rec["prompt"], rec["category"],
+                                  float(rec["guidance_weight"]), sample, line))
     if not rows:
         raise PairsError(f"{path}: no images")
     return rows
@@ -257,14 +260,6 @@ def _plain_png(img: Image.Image) -> bytes:
     return buf.getvalue()
 
 
-def _atomic_write(path: Path, data: bytes | str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    if isinstance(data, str):
-        data = data.encode("utf-8")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def _csv_text(header: tuple[str, ...] | list[str], rows: list[list[str]]) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
@@ -332,7 +327,7 @@ def export_pairs(a: str | os.PathLike, b: str | os.PathLike, out: str | os.PathL
     img_dir.mkdir(exist_ok=True)
     for src, name in names.items():
         if not (img_dir / name).is_file():
-            _atomic_write(img_dir / name, _plain_png(_load_rgb(src)))
+            rundir.atomic_write_bytes(_plain_png(_load_rgb(src)), img_dir / name)
     keep = set(names.values())
     for stale in img_dir.glob("*.png"):  # images of a previous export that was overwritten
         if stale.name not in keep:
@@ -348,10 +343,10 @@ def export_pairs(a: str | os.PathLike, b: str | os.PathLike, out: str | os.PathL
                    [f"right_image_{i}" for i in range(1, k + 1)]
     mturk_rows = [[q.pair_id, q.prompt] + [_join_url(base_url, r) for r in q.left_images + q.right_images]
                   for q in blind]
-    _atomic_write(out / "pairs.csv", pairs_csv)
-    _atomic_write(out / "mturk.csv", _csv_text(mturk_header, mturk_rows))
-    _atomic_write(out / "index.html", render_rating_page(blind, export_id))
-    _atomic_write(out / "key.csv", _csv_text(KEY_COLUMNS, key_rows))
+    rundir.atomic_write_text(pairs_csv, out / "pairs.csv")
+    rundir.atomic_write_text(_csv_text(mturk_header, mturk_rows), out / "mturk.csv")
+    rundir.atomic_write_text(render_rating_page(blind, export_id), out / "index.html")
+    rundir.atomic_write_text(_csv_text(KEY_COLUMNS, key_rows), out / "key.csv")
     return Export(out, export_id, len(blind), k, w_a, w_b)
 
 
@@ -393,18 +388,7 @@ def read_key(out: str | os.PathLike) -> dict[str, KeyRow]:
     return key
 
 
-def missing_arguments(argv: list[str], required: tuple[str, ...]) -> list[str]:
-    """The ``required`` Hydra keys that no ``key=value`` override in ``argv`` sets."""
-    given = {a.lstrip("+").split("=", 1)[0] for a in argv if "=" in a and not a.startswith("-")}
-    return [k for k in required if k not in given]
-
-
 def main() -> None:
-    import sys
-
-    import hydra
-    from omegaconf import DictConfig
-
     missing = missing_arguments(sys.argv[1:], ("a", "b", "out"))
     if missing and not any(a.startswith("-") for a in sys.argv[1:]):  # leave --help, --cfg ... to Hydra
         raise SystemExit(f"bench.pairs: missing {', '.join(missing)}; "

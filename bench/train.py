@@ -6,27 +6,29 @@
 Classifier-free guidance training drops the text 10% of the time (paper section 2.2);
 SR stages see their low-res input corrupted at a random aug_level (section 2.5).
 Each step's data and noise are keyed by (seed, step), so a killed run resumes from its last
-checkpoint and continues exactly. Weights are saved as safetensors: ``ema.safetensors``
-(what sampling loads) and ``train_state.safetensors`` (model, EMA, Adam moments).
+checkpoint and continues exactly (resume, loss log, EMA, warm-up and saving: ``bench.training``).
+Weights are saved as safetensors: ``ema.safetensors`` (what sampling loads) and
+``train_state.safetensors`` (model, EMA, Adam moments).
 """
 from __future__ import annotations
 
-import csv
 import json
 import logging
-import math
-import os
 import random
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-import torch.nn.functional as F
+
+from bench.shapes import render_batch, sample_scene
+from bench.training import Loop, Trainer, setup, warmup_lr
+from imagen.checkpoint import build_stage, load_stage, save_stage
+from imagen.schedule import alpha_sigma, q_sample, training_target
+from imagen.text_encoder import TextEncoder, TextEncoderConfig
 
 log = logging.getLogger("bench.train")
+CL = torch.channels_last  # about 25% faster convolutions on CPU (oneDNN)
 
 
 @dataclass
@@ -44,20 +46,21 @@ class Recipe:
     text_drop: float = 0.1
     aug_level_max: float = 0.5
     grad_clip: float = 1.0
+    # data: category weights (null: the grammar's CATEGORY_MIX) and one-object share of Colors
+    category_mix: dict | None = None
+    single_object: float = 0.6
+    # loss: "none" (plain MSE on the target) or "min_snr" (Hang et al. 2023, weight min(SNR, gamma))
+    loss_weighting: str = "none"
+    min_snr_gamma: float = 5.0
+    # warm start: a stage file (ema.safetensors) whose weights initialise model and EMA
+    init_from: str | None = None
 
 
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def shapes_batch(seed: int, step: int, batch: int, size: int, lowres: int = 0):
+def shapes_batch(seed: int, step: int, batch: int, size: int, lowres: int = 0,
+                 mix: dict | None = None, single_object: float = 0.6):
     """Scenes, captions and images in [-1, 1] for one step (keyed by seed and step)."""
-    from bench.shapes import render_batch, sample_scene
-
     rng = random.Random(f"{seed}:{step}")
-    scenes = [sample_scene(rng) for _ in range(batch)]
+    scenes = [sample_scene(rng, mix=mix, single_object=single_object) for _ in range(batch)]
     x0 = torch.from_numpy(render_batch(scenes, size)).permute(0, 3, 1, 2).float() / 127.5 - 1
     lr = None
     if lowres:
@@ -65,142 +68,84 @@ def shapes_batch(seed: int, step: int, batch: int, size: int, lowres: int = 0):
     return [s.caption for s in scenes], x0, lr
 
 
-def _adam_state(opt: torch.optim.Optimizer, model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    names = {id(p): n for n, p in model.named_parameters()}
-    out = {}
-    for p, st in opt.state.items():
-        for k, v in st.items():
-            out[f"adam.{k}.{names[id(p)]}"] = v if torch.is_tensor(v) else torch.tensor(v)
-    return out
+def loss_weight(t: torch.Tensor, recipe: Recipe) -> torch.Tensor:
+    """Per-example loss weight. min-SNR-gamma (Hang et al. 2023): the eps-loss weighted by
+    min(SNR, gamma) / SNR; on the v target (whose loss is (SNR + 1) x the eps loss) this is
+    min(SNR, gamma) / (SNR + 1)."""
+    if recipe.loss_weighting == "none":
+        return torch.ones_like(t)
+    alpha, sigma = alpha_sigma(t)
+    snr = alpha**2 / sigma.clamp(min=1e-8) ** 2
+    w = snr.clamp(max=recipe.min_snr_gamma)
+    return w / (snr + 1) if recipe.prediction == "v" else w / snr.clamp(min=1e-8)
 
 
-def _load_adam_state(opt: torch.optim.Optimizer, model: torch.nn.Module, tensors: dict[str, torch.Tensor]) -> None:
-    for n, p in model.named_parameters():
-        st = {k: tensors[f"adam.{k}.{n}"].to(p.device) for k in ("step", "exp_avg", "exp_avg_sq") if f"adam.{k}.{n}" in tensors}
-        if st:
-            opt.state[p] = st
+def _warm_start(model: torch.nn.Module, path: str) -> None:
+    src, _ = load_stage(path)
+    model.load_state_dict(src.state_dict(), strict=True)
+    log.info("initialised from %s", path)
+
+
+def build_models(recipe: Recipe, seed: int, dev: torch.device) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """The stage to train and its EMA copy (same initial weights: seeded, or ``init_from``)."""
+    torch.manual_seed(seed)   # initial weights
+    model = build_stage(recipe.stage, recipe.arch).to(dev, memory_format=CL)
+    ema = build_stage(recipe.stage, recipe.arch).to(dev, memory_format=CL).requires_grad_(False)
+    if recipe.init_from:
+        _warm_start(model, recipe.init_from)
+    ema.load_state_dict(model.state_dict())
+    return model, ema
+
+
+def diffusion_loss(model: torch.nn.Module, enc: TextEncoder, recipe: Recipe, seed: int, step: int,
+                   dev: torch.device) -> torch.Tensor:
+    """The (weighted) diffusion loss of one step; data, times, noise and text drop keyed by (seed, step)."""
+    captions, x0, lowres = shapes_batch(seed, step, recipe.batch_size, recipe.image_size, recipe.lowres_size,
+                                        recipe.category_mix, recipe.single_object)
+    tokens, mask = enc.encode(captions)
+    g = torch.Generator().manual_seed(seed * 1_000_003 + step)
+    b = x0.shape[0]
+    t = torch.rand(b, generator=g)
+    eps = torch.randn(x0.shape, generator=g)
+    drop = torch.rand(b, generator=g) < recipe.text_drop
+    extra: dict[str, Any] = {}
+    if recipe.stage == "sr":
+        aug = torch.rand(b, generator=g) * recipe.aug_level_max
+        lowres_aug = q_sample(lowres, aug, torch.randn(lowres.shape, generator=g))
+        extra = {"lowres": lowres_aug.to(dev, memory_format=CL), "aug_level": aug.to(dev)}
+    x0, eps, t = x0.to(dev, memory_format=CL), eps.to(dev, memory_format=CL), t.to(dev)
+    pred = model(q_sample(x0, t, eps), t, tokens.to(dev), mask.to(dev), drop_text=drop.to(dev), **extra)
+    per_example = (pred - training_target(x0, eps, t, recipe.prediction)).pow(2).mean(dim=(1, 2, 3))
+    return (per_example * loss_weight(t, recipe).to(dev)).mean()
 
 
 def train(recipe: Recipe, out_dir: str | Path, seed: int = 0, device: str = "auto", threads: int = 0,
           ckpt_every: int = 100, max_minutes: float | None = None, text_encoder_cfg: dict | None = None) -> Path:
-    from safetensors.torch import load_file
-    from tqdm import tqdm
-
-    from imagen.checkpoint import atomic_save, build_stage, save_stage
-    from imagen.schedule import q_sample, training_target
-    from imagen.text_encoder import TextEncoder, TextEncoderConfig
-
-    if threads:
-        torch.set_num_threads(threads)
-    dev = pick_device(device)
+    """Train (or resume) one stage in ``out_dir``; returns its ``ema.safetensors``."""
+    dev = setup(device, threads)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     enc = TextEncoder(TextEncoderConfig(**(text_encoder_cfg or {})))
-    cl = torch.channels_last  # about 25% faster convolutions on CPU (oneDNN)
-    torch.manual_seed(seed)   # initial weights
-    model = build_stage(recipe.stage, recipe.arch).to(dev, memory_format=cl)
-    ema = build_stage(recipe.stage, recipe.arch).to(dev, memory_format=cl).requires_grad_(False)
-    ema.load_state_dict(model.state_dict())
+    model, ema = build_models(recipe, seed, dev)
     opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=0.0)
-    start = 0
-    state_file = out / "train_state.safetensors"
-    if state_file.exists():
-        t = load_file(str(state_file))
-        model.load_state_dict({k[6:]: v for k, v in t.items() if k.startswith("model.")})
-        ema.load_state_dict({k[4:]: v for k, v in t.items() if k.startswith("ema.")})
-        _load_adam_state(opt, model, t)
-        start = int(t["step"].item())
-        log.info("resumed from %s at step %d", state_file, start)
     n_params = sum(p.numel() for p in model.parameters())
     meta = {"recipe": recipe.__dict__, "seed": seed, "text_encoder": enc.id, "params": n_params}
     (out / "recipe.json").write_text(json.dumps(meta, indent=2, default=str))
-    loss_file = out / "loss.csv"
-    if start == 0 and loss_file.exists():
-        loss_file.unlink()
 
-    def save(step: int) -> None:
-        tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
-        tensors.update({f"ema.{k}": v for k, v in ema.state_dict().items()})
-        tensors.update(_adam_state(opt, model))
-        tensors["step"] = torch.tensor(step)
-        atomic_save(tensors, state_file, meta)
+    def save_ema(step: int, seconds: float, final: bool) -> None:
         save_stage(ema, out / "ema.safetensors", recipe.stage, prediction=recipe.prediction,
                    image_size=recipe.image_size, lowres_size=recipe.lowres_size, text_encoder=enc.id,
                    train_steps=step, seed=seed, params=n_params, recipe=recipe.__dict__)
-        plot_loss(loss_file, out / "loss.png")
 
-    t0 = time.time()
-    bar = tqdm(range(start, recipe.steps), initial=start, total=recipe.steps, desc=f"train {recipe.stage}", dynamic_ncols=True)
-    step = start
-    for step in bar:
-        captions, x0, lowres = shapes_batch(seed, step, recipe.batch_size, recipe.image_size, recipe.lowres_size)
-        tokens, mask = enc.encode(captions)
-        g = torch.Generator().manual_seed(seed * 1_000_003 + step)
-        b = x0.shape[0]
-        t = torch.rand(b, generator=g)
-        eps = torch.randn(x0.shape, generator=g)
-        drop = torch.rand(b, generator=g) < recipe.text_drop
-        extra: dict[str, Any] = {}
-        if recipe.stage == "sr":
-            aug = torch.rand(b, generator=g) * recipe.aug_level_max
-            lowres_aug = q_sample(lowres, aug, torch.randn(lowres.shape, generator=g))
-            extra = {"lowres": lowres_aug.to(dev, memory_format=cl), "aug_level": aug.to(dev)}
-        x0, eps, t = x0.to(dev, memory_format=cl), eps.to(dev, memory_format=cl), t.to(dev)
-        x_t = q_sample(x0, t, eps)
-        pred = model(x_t, t, tokens.to(dev), mask.to(dev), drop_text=drop.to(dev), **extra)
-        loss = F.mse_loss(pred, training_target(x0, eps, t, recipe.prediction))
-        lr = recipe.lr * min(1.0, (step + 1) / recipe.warmup)
-        for group in opt.param_groups:
-            group["lr"] = lr
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
-        opt.step()
-        decay = min(recipe.ema_decay, (1 + step) / (10 + step))
-        with torch.no_grad():
-            for pe, pm in zip(ema.parameters(), model.parameters()):
-                pe.lerp_(pm, 1 - decay)
-        with loss_file.open("a", newline="") as f:
-            csv.writer(f).writerow([step, f"{loss.item():.6f}", f"{time.time() - t0:.1f}"])
-        bar.set_postfix(loss=f"{loss.item():.4f}")
-        done = step + 1
-        if done % ckpt_every == 0 or done == recipe.steps:
-            save(done)
-        if max_minutes is not None and time.time() - t0 > 60 * max_minutes:
-            log.info("stopping at step %d: max_minutes=%s reached", done, max_minutes)
-            save(done)
-            break
+    core = Trainer(model, opt, out, meta, ema=ema, ema_decay=recipe.ema_decay, grad_clip=recipe.grad_clip)
+    core.run(Loop(recipe.steps, ckpt_every, max_minutes, desc=f"train {recipe.stage}"),
+             loss_at=lambda step: diffusion_loss(model, enc, recipe, seed, step, dev),
+             lr_at=lambda step: warmup_lr(recipe.lr, step, recipe.warmup), on_save=save_ema)
     return out / "ema.safetensors"
 
 
-def plot_loss(loss_file: Path, png: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    if not loss_file.exists():
-        return
-    data = np.loadtxt(loss_file, delimiter=",", ndmin=2)
-    if len(data) == 0:
-        return
-    steps, loss = data[:, 0], data[:, 1]
-    k = max(1, len(loss) // 100)
-    smooth = np.convolve(loss, np.ones(k) / k, mode="valid")
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.plot(steps, loss, alpha=0.25, lw=0.6, label="loss")
-    ax.plot(steps[k - 1:], smooth, lw=1.5, label=f"mean of {k}")
-    ax.set(xlabel="step", ylabel="MSE", yscale="log", title=f"training loss ({png.parent.name})")
-    ax.legend()
-    fig.tight_layout()
-    tmp = png.with_name(png.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, png)
-
-
 def main() -> None:
-    import hydra
+    import hydra  # command line only: hydra and omegaconf are slow to import
     from omegaconf import DictConfig, OmegaConf
 
     @hydra.main(version_base="1.3", config_path="../conf", config_name="train")

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from .checkpoint import CheckpointError, build_stage, load_stage
+from .device import resolve_device
 from .sampler import SamplerKind, per_row_randn, sample
 from .schedule import q_sample
 from .text_encoder import TextEncoder, TextEncoderConfig
@@ -78,8 +79,7 @@ class Cascade:
     @classmethod
     def load(cls, stages: list[StageConfig], text_encoder: TextEncoderConfig, device: str = "auto",
              allow_random: bool = True) -> "Cascade":
-        dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
-                           ("cpu" if device == "auto" else device))
+        dev = resolve_device(device)
         built = []
         for i, sc in enumerate(stages):
             path = resolve_path(sc.checkpoint) if sc.checkpoint else None

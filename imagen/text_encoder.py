@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Literal
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
 
 log = logging.getLogger(__name__)
 EncoderKind = Literal["minilm", "t5", "random"]
@@ -77,7 +79,7 @@ class TextEncoder:
     def _load(self) -> None:
         if self._model is not None:
             return
-        from transformers import AutoConfig, AutoModel, AutoTokenizer
+        from transformers import AutoConfig, AutoModel, AutoTokenizer  # 1-2 s to import: only when a model loads
 
         kind = self.cfg.kind
         try:
@@ -132,9 +134,6 @@ class TextEncoder:
 
     def encode(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-token states (B, max_length, D) float32 and mask (B, max_length) bool."""
-        from safetensors import safe_open
-        from safetensors.torch import save_file
-
         out: dict[str, torch.Tensor] = {}
         todo = []
         for text in dict.fromkeys(texts):

@@ -1,16 +1,36 @@
-"""Shared fixtures: a private cache directory and tiny stand-in cascade checkpoints."""
+"""Shared fixtures: a private cache directory and tiny stand-in cascade checkpoints; and the one Hydra
+compose helper of the tests (``from conftest import compose_config, resolved``: pytest puts tests/ on
+sys.path, it is not a package)."""
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any, Sequence
 
 import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
+CONF = REPO / "conf"
 TINY_BASE = {"image_size": 16, "channels": [8, 16], "num_res_blocks": 1, "attn_resolutions": [8],
              "text_dim": 384, "heads": 2, "self_attention": False}
 TINY_SR = {"image_size": 32, "lowres_size": 16, "channels": [8, 16], "blocks": [1, 1], "text_dim": 384, "heads": 2}
+
+
+def compose_config(name: str | None = "config", overrides: Sequence[str] = (), return_hydra_config: bool = False):
+    """conf/NAME.yaml composed with ``overrides`` through Hydra's compose API, as the command line would
+    (a DictConfig; ``name=None`` composes only the overrides, e.g. ``+prompts=shapes``)."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose(config_name=name, overrides=list(overrides), return_hydra_config=return_hydra_config)
+
+
+def resolved(name: str | None = "config", overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """``compose_config(name, overrides)`` with interpolations resolved, as a plain dict (what the jobs get)."""
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(compose_config(name, overrides), resolve=True)
 
 
 @pytest.fixture(scope="session", autouse=True)

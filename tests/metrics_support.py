@@ -43,7 +43,7 @@ class StubShapesClip:
 
 
 def install_stub_shapes_clip(monkeypatch) -> types.ModuleType:
-    """Make ``import bench.shapes_clip.model`` return the stand-in (for this test only)."""
+    """Make the metrics' shapes-CLIP module (and ``import bench.shapes_clip.model``) the stand-in (this test only)."""
     module = types.ModuleType("bench.shapes_clip.model")
     module.RESIZE = "stub: adaptive average pool to 4x4"
     module.loaded = []
@@ -55,6 +55,7 @@ def install_stub_shapes_clip(monkeypatch) -> types.ModuleType:
 
     module.load_shapes_clip = load_shapes_clip
     monkeypatch.setitem(sys.modules, "bench.shapes_clip.model", module)
+    monkeypatch.setattr("bench.metrics.extractors.shapes_clip_model", module)
     return module
 
 

@@ -14,8 +14,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
 from PIL import Image
 
 from bench.generate import NonFiniteSampleError
@@ -25,6 +23,8 @@ from imagen.cascade import Cascade, StageConfig
 from imagen.checkpoint import CheckpointError, load_stage, read_meta, save_stage
 from imagen.text_encoder import TextEncoder, TextEncoderConfig
 
+from conftest import resolved  # the shared Hydra compose helper; tests/ is on sys.path (not a package)
+
 REPO = Path(__file__).resolve().parents[1]
 LONG_PROMPT = "a red circle left of a blue square " * 8  # about 64 MiniLM tokens, imagen_tiny keeps 16
 PROMPTS = ["a green triangle above a yellow circle", LONG_PROMPT]
@@ -32,9 +32,7 @@ PROMPTS = ["a green triangle above a yellow circle", LONG_PROMPT]
 
 def config(overrides: list[str]) -> dict:
     """The resolved config ``python -m bench.run`` would get, as a plain dict."""
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=overrides)
-    return OmegaConf.to_container(cfg, resolve=True)
+    return resolved("config", overrides)
 
 
 def tiny(ckpt: dict[str, Path], prompt_file: Path, *extra: str) -> dict:

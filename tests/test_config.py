@@ -5,9 +5,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
+
+from conftest import compose_config  # the shared Hydra compose helper; tests/ is on sys.path (not a package)
 
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"
@@ -15,8 +16,7 @@ GROUPS = ["model", "guidance", "prompts", "sampler", "metrics"]
 
 
 def _compose(overrides, name="config"):
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose(config_name=name, overrides=overrides)
+    return compose_config(name, overrides)
 
 
 def test_default_composes_to_the_main_job():

@@ -20,7 +20,9 @@ import pandas as pd
 import pytest
 import torch
 
-from bench.distributed import Dist, DistributedError, RunLock, RunLockedError, default_threads, shard_indices
+from bench.distributed import Dist, DistributedError, default_threads
+from bench.metrics.score_run import shard_indices
+from bench.rundir import RunLock, RunLockedError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -136,14 +138,11 @@ def _torchrun(args: list[str], timeout: int = 1800) -> subprocess.CompletedProce
 
 @pytest.mark.slow
 def test_two_processes_match_one_process_and_resume(tmp_path, tiny_checkpoints, tiny_shapes_clip):
-    from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
-
     from bench.run import run
+    from conftest import resolved
 
     over = _overrides(tiny_checkpoints, tiny_shapes_clip, tmp_path / "refcache")
-    with initialize_config_dir(version_base="1.3", config_dir=str(REPO / "conf")):
-        cfg = OmegaConf.to_container(compose("config", overrides=over), resolve=True)
+    cfg = resolved("config", over)
     one = tmp_path / "one"
     run(cfg, one)
 

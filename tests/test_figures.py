@@ -8,13 +8,12 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
 from PIL import Image
 
 from bench.figures import FigureError, FigureSpec, compose_run_config, make_figure, num_images, plan
 
 import metrics_support  # shared stand-ins; tests/ is on sys.path (not a package)
+from conftest import resolved  # the shared Hydra compose helper
 
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"
@@ -24,9 +23,7 @@ SEC_PER_IMAGE = 2.0  # the slow end of the shipped cascade on 2 CPU cores (25 + 
 
 
 def _figure(name: str, overrides: list[str] = ()) -> FigureSpec:
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose(config_name="figures", overrides=[f"figure={name}", *overrides])
-    d = OmegaConf.to_container(cfg, resolve=True)
+    d = resolved("figures", [f"figure={name}", *overrides])
     return FigureSpec.from_dict(d["figure"], d["run"])
 
 

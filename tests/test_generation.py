@@ -8,11 +8,14 @@ import pytest
 import torch
 from PIL import Image
 
-from bench.generate import GenerationSettings, generate, micro_batches, plan_jobs, png_ok, write_manifest
+from bench.generate import generate, manifest_rows, micro_batches, plan_jobs, png_ok
+from bench.generators import CascadeGenerator, SamplerSettings
+from bench.rundir import write_manifest
 from bench.prompts.records import PromptRecord
 from bench.shapes import sample_scene
 
-SETTINGS = GenerationSettings(steps=4, sr_steps=3, micro_batch=4)
+SETTINGS = SamplerSettings(steps=4, sr_steps=3)
+MICRO_BATCH = 4
 
 
 def _prompts(n: int) -> list[PromptRecord]:
@@ -59,17 +62,17 @@ def test_image_independent_of_batch_and_sweep(tiny_cascade, tmp_path):
     prompts = _prompts(5)
     # the whole sweep, batched
     full = tmp_path / "full"
-    generate(tiny_cascade, plan_jobs(prompts, [1.0, 3.0, 7.0], 1, 0), full, SETTINGS, progress=False)
+    generate(CascadeGenerator(tiny_cascade, SETTINGS), plan_jobs(prompts, [1.0, 3.0, 7.0], 1, 0), full, MICRO_BATCH, progress=False)
     ref = _digests(full)
     assert len(ref) == 15
     # each weight alone
     for w in (1.0, 3.0, 7.0):
         one = tmp_path / f"w{w}"
-        generate(tiny_cascade, plan_jobs(prompts, [w], 1, 0), one, SETTINGS, progress=False)
+        generate(CascadeGenerator(tiny_cascade, SETTINGS), plan_jobs(prompts, [w], 1, 0), one, MICRO_BATCH, progress=False)
         assert _digests(one) == {k: v for k, v in ref.items() if k.startswith(f"images/w{w:g}/")}
     # one prompt alone (other batch neighbours, padding)
     solo = tmp_path / "solo"
-    generate(tiny_cascade, plan_jobs(prompts[3:4], [3.0], 1, 0), solo, SETTINGS, progress=False)
+    generate(CascadeGenerator(tiny_cascade, SETTINGS), plan_jobs(prompts[3:4], [3.0], 1, 0), solo, MICRO_BATCH, progress=False)
     got = _digests(solo)
     assert got == {k: ref[k] for k in got}
 
@@ -77,16 +80,16 @@ def test_image_independent_of_batch_and_sweep(tiny_cascade, tmp_path):
 def test_same_seed_same_image_and_seed_matters(tiny_cascade, tmp_path):
     prompts = _prompts(2)
     a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
-    generate(tiny_cascade, plan_jobs(prompts, [2.0], 1, 0), a, SETTINGS, progress=False)
-    generate(tiny_cascade, plan_jobs(prompts, [2.0], 1, 0), b, SETTINGS, progress=False)
-    generate(tiny_cascade, plan_jobs(prompts, [2.0], 1, 1), c, SETTINGS, progress=False)
+    generate(CascadeGenerator(tiny_cascade, SETTINGS), plan_jobs(prompts, [2.0], 1, 0), a, MICRO_BATCH, progress=False)
+    generate(CascadeGenerator(tiny_cascade, SETTINGS), plan_jobs(prompts, [2.0], 1, 0), b, MICRO_BATCH, progress=False)
+    generate(CascadeGenerator(tiny_cascade, SETTINGS), plan_jobs(prompts, [2.0], 1, 1), c, MICRO_BATCH, progress=False)
     assert _digests(a) == _digests(b)
     assert set(_digests(a).values()).isdisjoint(_digests(c).values())
 
 
 def test_guidance_changes_images(tiny_cascade, tmp_path):
     prompts = _prompts(2)
-    generate(tiny_cascade, plan_jobs(prompts, [1.0, 8.0], 1, 0), tmp_path, SETTINGS, progress=False)
+    generate(CascadeGenerator(tiny_cascade, SETTINGS), plan_jobs(prompts, [1.0, 8.0], 1, 0), tmp_path, MICRO_BATCH, progress=False)
     a = np.asarray(Image.open(tmp_path / "images/w1/shapes-0000_s0.png"), dtype=float)
     b = np.asarray(Image.open(tmp_path / "images/w8/shapes-0000_s0.png"), dtype=float)
     assert a.shape == (32, 32, 3) and np.abs(a - b).mean() > 0.5
@@ -94,8 +97,8 @@ def test_guidance_changes_images(tiny_cascade, tmp_path):
 
 def test_resume_after_deleting_half_gives_identical_files(tiny_cascade, tmp_path):
     jobs = plan_jobs(_prompts(4), [1.0, 4.0], 1, 0)
-    counts = generate(tiny_cascade, jobs, tmp_path, SETTINGS, progress=False)
-    write_manifest(tmp_path, jobs, 32)
+    counts = generate(CascadeGenerator(tiny_cascade, SETTINGS), jobs, tmp_path, MICRO_BATCH, progress=False)
+    write_manifest(tmp_path, manifest_rows(jobs, 32))
     ref = _digests(tmp_path)
     manifest = (tmp_path / "manifest.csv").read_bytes()
     assert counts == {"generated": 8, "skipped": 0}
@@ -104,8 +107,8 @@ def test_resume_after_deleting_half_gives_identical_files(tiny_cascade, tmp_path
         f.unlink()
     files[1].write_bytes(files[1].read_bytes()[:50])  # a truncated PNG is not "finished"
     assert not png_ok(files[1], 32)
-    counts = generate(tiny_cascade, jobs, tmp_path, SETTINGS, progress=False)
-    write_manifest(tmp_path, jobs, 32)
+    counts = generate(CascadeGenerator(tiny_cascade, SETTINGS), jobs, tmp_path, MICRO_BATCH, progress=False)
+    write_manifest(tmp_path, manifest_rows(jobs, 32))
     assert counts == {"generated": 5, "skipped": 3}
     assert _digests(tmp_path) == ref
     assert (tmp_path / "manifest.csv").read_bytes() == manifest
@@ -115,8 +118,8 @@ def test_manifest_columns(tiny_cascade, tmp_path):
     import pandas as pd
 
     jobs = plan_jobs(_prompts(2), [1.0, 2.0], 1, 0)
-    generate(tiny_cascade, jobs, tmp_path, SETTINGS, progress=False)
-    df = pd.read_csv(write_manifest(tmp_path, jobs, 32), keep_default_na=False)
+    generate(CascadeGenerator(tiny_cascade, SETTINGS), jobs, tmp_path, MICRO_BATCH, progress=False)
+    df = pd.read_csv(write_manifest(tmp_path, manifest_rows(jobs, 32)), keep_default_na=False)
     assert list(df.columns[:6]) == ["path", "prompt_id", "prompt", "category", "seed", "guidance_weight"]
     assert len(df) == 4 and all((tmp_path / p).exists() for p in df.path)
     assert set(df.guidance_weight) == {1.0, 2.0}
@@ -130,4 +133,4 @@ def test_nonfinite_samples_fail_with_prompt_and_seed(tiny_cascade, tmp_path, mon
 
     monkeypatch.setattr(tiny_cascade, "sample", broken)
     with pytest.raises(gen.NonFiniteSampleError, match="seed"):
-        generate(tiny_cascade, plan_jobs(_prompts(1), [2.0], 1, 0), tmp_path, SETTINGS, progress=False)
+        generate(CascadeGenerator(tiny_cascade, SETTINGS), plan_jobs(_prompts(1), [2.0], 1, 0), tmp_path, MICRO_BATCH, progress=False)

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from hydra import compose, initialize_config_dir
+
+from conftest import compose_config  # the shared Hydra compose helper; tests/ is on sys.path (not a package)
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["model=imagen_tiny", "metrics=none", "prompts.n=2", "guidance.weights=[1]", "sampler.steps=2",
@@ -25,8 +26,7 @@ def test_launcher_configs_compose(launcher, target):
     extra = {"submitit_slurm": ["hydra.launcher.partition=gpu", "hydra.launcher.gpus_per_node=1",
                                 "hydra.launcher.timeout_min=120"],
              "joblib": ["hydra.launcher.n_jobs=2"], "submitit_local": []}[launcher]
-    with initialize_config_dir(version_base="1.3", config_dir=str(REPO / "conf")):
-        cfg = compose("config", overrides=[f"hydra/launcher={launcher}", *extra], return_hydra_config=True)
+    cfg = compose_config("config", [f"hydra/launcher={launcher}", *extra], return_hydra_config=True)
     assert cfg.hydra.launcher._target_ == target
     if launcher == "submitit_slurm":
         assert cfg.hydra.launcher.partition == "gpu" and cfg.hydra.launcher.timeout_min == 120

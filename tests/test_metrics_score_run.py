@@ -130,7 +130,7 @@ def test_disabled_metrics_leave_columns_empty(tmp_path, monkeypatch):
     assert t["alignment"].notna().all() and t["num_images"].tolist() == [3, 1, 1, 1]
 
 
-def test_alignment_uses_the_detector_module_and_is_empty_without_it(tmp_path, monkeypatch):
+def test_alignment_uses_the_detector_module_and_is_empty_when_off(tmp_path, monkeypatch):
     run = tmp_path / "run"
     S.make_run(run, weights=(1.0,), per_category=2)
     seen = []
@@ -139,14 +139,14 @@ def test_alignment_uses_the_detector_module_and_is_empty_without_it(tmp_path, mo
         seen.append((image.shape, scene.category))
         return {"category": scene.category, "correct": scene.category != "Counting", "color_correct": True}
 
-    monkeypatch.setitem(sys.modules, "bench.shapes.detect", types.SimpleNamespace(score=fake_score))
+    monkeypatch.setattr("bench.metrics.score_run.detect", types.SimpleNamespace(score=fake_score))
     cfg = _cfg(tmp_path, fd_extractor="none", clip_backbone="none", cmmd=False, kid=False, workers=1)
     t = score_run(run, cfg).set_index("category")
     assert len(seen) == 6 and seen[0][0] == (48, 48, 3)
     assert t.loc["all", "alignment"] == pytest.approx(4 / 6)
     assert t.loc["Counting", "alignment"] == 0.0 and t.loc["Colors", "alignment"] == 1.0
-    monkeypatch.setitem(sys.modules, "bench.shapes.detect", None)
-    assert score_run(run, cfg)["alignment"].isna().all()
+    off = dataclasses.replace(cfg, alignment=False)
+    assert score_run(run, off)["alignment"].isna().all()
 
 
 def test_missing_inception_weights_fail_before_any_image_is_read(tmp_path):

@@ -279,7 +279,7 @@ def test_load_prompts_limit_and_categories(tmp_path):
 
 
 def test_hydra_prompt_configs_compose_and_load(tmp_path, monkeypatch):
-    from hydra import compose, initialize_config_dir
+    from conftest import compose_config
 
     user = write(tmp_path / "mine.txt", "a cat\na dog\n")
     data = tmp_path / "data"
@@ -290,18 +290,18 @@ def test_hydra_prompt_configs_compose_and_load(tmp_path, monkeypatch):
     monkeypatch.setenv("BENCH_DATA_DIR", str(data))
     kwargs = set(inspect.signature(load_prompts).parameters)
     expected = {"shapes": 4, "drawbench": 1, "coco": 1, "parti": 1, "file": 2}
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        for name in PROMPT_SETS:
-            overrides = [f"+prompts={name}", "prompts.n=4"]
-            if name == "file":
-                overrides.append(f"prompts.path={user}")
-            cfg = compose(config_name=None, overrides=overrides)
-            assert set(cfg.prompts) == kwargs and cfg.prompts.name == name
-            assert cfg.prompts.download is False and cfg.prompts.limit is None
-            recs = load_prompts(**cfg.prompts)
-            assert len(recs) == expected[name], name
-        cfg = compose(config_name=None, overrides=["+prompts=shapes", "prompts.limit=2", "prompts.seed=5"])
-        assert load_prompts(**cfg.prompts) == shapes_prompts(2, seed=5)
+    for name in PROMPT_SETS:
+        overrides = [f"+prompts={name}"] + (["prompts.n=4"] if name == "shapes" else [])  # n: shapes only
+        if name == "file":
+            overrides.append(f"prompts.path={user}")
+        cfg = compose_config(None, overrides)
+        own = kwargs if name == "shapes" else kwargs - {"n", "seed"}  # n, seed: the generated shapes set's only
+        assert set(cfg.prompts) == own and cfg.prompts.name == name
+        assert cfg.prompts.download is False and cfg.prompts.limit is None
+        recs = load_prompts(**cfg.prompts)
+        assert len(recs) == expected[name], name
+    cfg = compose_config(None, ["+prompts=shapes", "prompts.limit=2", "prompts.seed=5"])
+    assert load_prompts(**cfg.prompts) == shapes_prompts(2, seed=5)
 
 
 # ---------------------------------------------------------------- data location and download

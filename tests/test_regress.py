@@ -195,7 +195,8 @@ def rendered_run(run_dir: Path, follow_text: bool, noise: float = 0.0, size: int
     """A run of a stand-in generator that renders, for each prompt, its own scene (follows the text) or
     another scene of the same category (ignores the text: what guidance off / a broken text path does);
     ``noise``: pixel noise of this standard deviation on every image (a sampler that stops too early)."""
-    from bench.generate import atomic_write_png, plan_jobs, write_manifest
+    from bench.generate import atomic_write_png, manifest_rows, plan_jobs
+    from bench.rundir import write_manifest
     from bench.prompts.records import PromptRecord
     from bench.shapes import render_batch, sample_scene
 
@@ -210,7 +211,7 @@ def rendered_run(run_dir: Path, follow_text: bool, noise: float = 0.0, size: int
         images = np.clip(images + jitter, 0, 255).astype(np.uint8)
     for j, img in zip(jobs, images):
         atomic_write_png(img, run_dir / j.path)
-    write_manifest(run_dir, jobs, size)
+    write_manifest(run_dir, manifest_rows(jobs, size))
     return run_dir
 
 
@@ -244,16 +245,12 @@ TINY_RUN = ["model=imagen_tiny", "prompts.n=12", "guidance.weights=[1,4]", "samp
 
 def run_tiny(run_dir: Path, ckpt: dict[str, Path], metrics: dict) -> dict:
     """bench.run.run on the tiny cascade (in this process), composed through Hydra like the command line."""
-    from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
-
     from bench.run import run
+    from conftest import resolved
 
     overrides = TINY_RUN + [f"model.stages.0.checkpoint={ckpt['base']}", f"model.stages.1.checkpoint={ckpt['sr']}"]
     overrides += [f"metrics.{k}={v}" for k, v in metrics.items()]
-    with initialize_config_dir(version_base="1.3", config_dir=str(REPO / "conf")):
-        cfg = compose("config", overrides=overrides)
-    return run(OmegaConf.to_container(cfg, resolve=True), run_dir)
+    return run(resolved("config", overrides), run_dir)
 
 
 @pytest.mark.slow
@@ -316,17 +313,14 @@ def test_command_line(tmp_path):
 def test_ci_regression_experiment_only_overrides_and_is_balanced():
     from collections import Counter
 
-    from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
-
     from bench.prompts.registry import load_prompts
     from bench.run import flatten
+    from conftest import resolved
 
     path = REPO / "conf" / "experiment" / "ci_regression.yaml"
     assert path.read_text().startswith("# @package _global_")
-    with initialize_config_dir(version_base="1.3", config_dir=str(REPO / "conf")):
-        base = OmegaConf.to_container(compose("config"), resolve=True)
-        ci = OmegaConf.to_container(compose("config", overrides=["+experiment=ci_regression"]), resolve=True)
+    base = resolved("config")
+    ci = resolved("config", ["+experiment=ci_regression"])
     own = {k: v for k, v in yaml.safe_load(path.read_text()).items() if k != "defaults"}
     assert set(flatten(own)) <= set(flatten(base))  # overrides existing keys only
     assert ci["model"]["name"] == "imagen_base" and ci["prompts"]["name"] == "shapes"

@@ -35,7 +35,7 @@ def stop_here():
     time.sleep(3600)
 
 if pause == "before_png_rename":
-    import bench.generate as generate
+    import bench.rundir.files as files
     after, renames = int(os.environ["BENCH_TEST_AFTER"]), []
 
     class Os(types.ModuleType):
@@ -49,7 +49,7 @@ if pause == "before_png_rename":
                     stop_here()
             os.replace(src, dst)
 
-    generate.os = Os("os")
+    files.os = Os("os")
 elif pause == "metrics_reading_images":
     import bench.metrics.score_run as score_run
     real_decode = score_run.decode_chunks

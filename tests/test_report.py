@@ -12,7 +12,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from bench.report import Curve, category_rows, draw_pareto, read_metrics, write_run_outputs
+from bench.report import Curve, category_rows, draw_pareto, write_run_outputs
+from bench.rundir import read_metrics
 from bench.report.report import md_escape
 
 HOSTILE = '<script>alert("x")</script> a red circle | $x^2$ `tick` & <b>bold</b>'

@@ -13,13 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
 
 from bench.prompts.errors import PromptFileError
 from bench.prompts.records import PromptRecord
 from bench.prompts.registry import read_prompt_file
 from bench.run import run
+from conftest import resolved  # the shared Hydra compose helper; tests/ is on sys.path (not a package)
 
 REPO = Path(__file__).resolve().parents[1]
 SKIP_DIRS = {".venv", ".git", "results", "outputs", "multirun", "node_modules", "__pycache__", "build", "dist"}
@@ -153,8 +152,7 @@ def test_prompt_file_with_a_traversal_id_is_rejected_at_its_line(tmp_path):
 
 
 def _config(overrides: list[str]) -> dict:
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        return OmegaConf.to_container(compose(config_name="config", overrides=overrides), resolve=True)
+    return resolved("config", overrides)
 
 
 @pytest.fixture(scope="module")

@@ -189,16 +189,35 @@ def test_gaussian_blur_kernel():
 
 def test_config_composes_into_train_config():
     import dataclasses
-    from pathlib import Path
+    from conftest import resolved
 
-    from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
-
-    conf = Path(__file__).resolve().parents[1] / "conf"
-    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
-        cfg = compose(config_name="shapes_clip", overrides=["steps=5", "threads=1"])
-    d = OmegaConf.to_container(cfg, resolve=True)
+    d = resolved("shapes_clip", ["steps=5", "threads=1"])
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     assert fields <= set(d), fields - set(d)
     tc = TrainConfig(**{k: v for k, v in d.items() if k in fields})
     assert tc.steps == 5 and d["threads"] == 1 and d["out"].endswith("shapes_clip.safetensors")
+
+
+def test_train_resumes_a_state_written_before_the_shared_core(tmp_path):
+    """States of the old shapes-CLIP trainer kept Adam state as ``opt.<index>.<key>``; they still resume."""
+    from bench.shapes_clip.train import build
+    from bench.training import STATE_FILE
+
+    cfg = TrainConfig(steps=2, batch_size=8, warmup=1, arch=dict(TINY))
+    new, old = tmp_path / "new", tmp_path / "old"
+    train(cfg, new / "w.safetensors", new, threads=1, ckpt_every=1, max_minutes=0, eval_n=4,
+          text_encoder=FakeTextEncoder())
+    state, meta = load_file(str(new / STATE_FILE)), read_meta(new / STATE_FILE)
+    model, opt = build(cfg, ShapesClipConfig(**TINY), FakeTextEncoder(), torch.device("cpu"))
+    index = {n: i for i, n in enumerate(n for g in opt.param_groups for p in g["params"]
+                                         for n, q in model.named_parameters() if q is p)}
+    legacy = {k: v for k, v in state.items() if not k.startswith("adam.")}
+    for k, v in state.items():
+        if k.startswith("adam."):
+            _, key, name = k.split(".", 2)
+            legacy[f"opt.{index[name]}.{key}"] = v
+    atomic_save(legacy, old / STATE_FILE, meta)
+    for d in (new, old):
+        train(cfg, d / "w.safetensors", d, threads=1, ckpt_every=1, eval_n=4, text_encoder=FakeTextEncoder())
+    a, b = load_file(str(new / STATE_FILE)), load_file(str(old / STATE_FILE))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

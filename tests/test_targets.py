@@ -1,4 +1,4 @@
-"""bench.shapes.targets: the shipped cascade's quality table, on runs of a rendering stand-in generator."""
+"""bench.targets: the shipped cascade's quality table, on runs of a rendering stand-in generator."""
 from __future__ import annotations
 
 import random
@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from bench.shapes.targets import main, targets_table, verdicts
+from bench.targets import main, targets_table, verdicts
 
 CATS = ("Colors", "Counting", "Positional")
 
@@ -15,7 +15,8 @@ CATS = ("Colors", "Counting", "Positional")
 def rendered_run(run_dir: Path, swap_positional: bool, per_category: int = 12) -> Path:
     """Images rendered from each prompt's own scene at w = 1 and w = 5; with ``swap_positional``, the
     Positional images at w = 1 show the two objects swapped (the relation fails)."""
-    from bench.generate import atomic_write_png, plan_jobs, write_manifest
+    from bench.generate import atomic_write_png, manifest_rows, plan_jobs
+    from bench.rundir import write_manifest
     from bench.prompts.records import PromptRecord
     from bench.shapes import render_batch, sample_scene
     from bench.shapes.scene import Scene
@@ -36,7 +37,7 @@ def rendered_run(run_dir: Path, swap_positional: bool, per_category: int = 12) -
         shown.append(s)
     for j, img in zip(jobs, render_batch(shown, 64)):
         atomic_write_png(img, run_dir / j.path)
-    write_manifest(run_dir, jobs, 64)
+    write_manifest(run_dir, manifest_rows(jobs, 64))
     return run_dir
 
 
@@ -69,7 +70,7 @@ def test_verdicts_of_the_metric_phase_are_read_not_detected_again(tmp_path, monk
     changed since is detected again."""
     import metrics_support as S
     from bench.metrics.score_run import MetricsConfig, score_run
-    from bench.shapes import targets
+    from bench import targets
 
     S.install_stub_shapes_clip(monkeypatch)
     run = rendered_run(tmp_path / "run", swap_positional=True, per_category=3)

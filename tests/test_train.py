@@ -54,3 +54,71 @@ def test_batches_are_keyed_by_seed_and_step():
     c3, _, _ = shapes_batch(0, 8, 4, 16)
     assert c1 == c2 and torch.equal(x1, x2) and c1 != c3
     assert x1.min() >= -1 and x1.max() <= 1 and x1.shape == (4, 3, 16, 16)
+
+
+def test_train_state_format_is_unchanged(tmp_path):
+    """The layout a run in progress resumes from: model.*, ema.*, adam.<step|exp_avg|exp_avg_sq>.<param>,
+    step; metadata recipe / seed / text_encoder / params."""
+    torch.set_num_threads(1)
+    train(_recipe(1), tmp_path, ckpt_every=1, text_encoder_cfg={"kind": "minilm", "max_length": 16})
+    state = _weights(tmp_path)
+    model, _ = load_stage(tmp_path / "ema.safetensors")
+    weights = {f"{p}.{k}" for p in ("model", "ema") for k in model.state_dict()}
+    adam = set(state) - weights - {"step"}
+    names = {k.split(".", 2)[2] for k in adam}   # parameters with a gradient so far (not always null_token)
+    assert weights | {"step"} <= set(state) and names <= dict(model.named_parameters()).keys()
+    assert adam == {f"adam.{k}.{n}" for n in names for k in ("step", "exp_avg", "exp_avg_sq")}
+    assert state["step"].dtype == torch.int64 and int(state["step"]) == 1
+    assert set(read_meta(tmp_path / "train_state.safetensors")) == {"recipe", "seed", "text_encoder", "params"}
+
+
+def _prefixes(path: Path) -> set[str]:
+    return {k.split(".")[0] if k.split(".")[0] != "adam" else ".".join(k.split(".")[:2]) for k in load_file(str(path))}
+
+
+def test_both_trainers_share_the_state_format_and_resume_through_the_core(tmp_path, monkeypatch):
+    from test_shapes_clip import TINY as CLIP_TINY
+    from test_shapes_clip import FakeTextEncoder
+
+    import bench.training as core
+    from bench.shapes_clip.train import TrainConfig
+    from bench.shapes_clip.train import train as train_clip
+
+    torch.set_num_threads(1)
+    loaded: list[int] = []
+    real = core.load_state
+    monkeypatch.setattr(core, "load_state", lambda t, *a, **k: loaded.append(real(t, *a, **k)) or loaded[-1])
+    enc = {"kind": "minilm", "max_length": 16}
+    clip_cfg = TrainConfig(steps=3, batch_size=8, warmup=1, arch=dict(CLIP_TINY))
+    runs = {"stage": lambda d, **kw: train(_recipe(3), d, ckpt_every=2, text_encoder_cfg=enc, **kw),
+            "clip": lambda d, **kw: train_clip(clip_cfg, d / "w.safetensors", d, threads=1, ckpt_every=2, eval_n=4,
+                                               text_encoder=FakeTextEncoder(), **kw)}
+    for name, run in runs.items():
+        straight, resumed = tmp_path / name / "straight", tmp_path / name / "resumed"
+        run(straight)
+        run(resumed, max_minutes=0)            # stops (and saves) after its first step
+        assert int(_weights(resumed)["step"]) == 1
+        run(resumed)                           # the same command again: resumes at step 1
+        a, b = _weights(straight), _weights(resumed)
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+        assert [r.split(",")[0] for r in (resumed / "loss.csv").read_text().splitlines()] == ["0", "1", "2"]
+        assert (resumed / "loss.png").exists()
+    assert loaded == [1, 1]                    # each trainer resumed through bench.training
+    stage, clip = _prefixes(tmp_path / "stage/straight/train_state.safetensors"), \
+        _prefixes(tmp_path / "clip/straight/train_state.safetensors")
+    assert clip == {"model", "adam.step", "adam.exp_avg", "adam.exp_avg_sq", "step"}
+    assert stage == clip | {"ema"}             # the same layout; only the stage trainer keeps an EMA
+
+
+def test_loss_log_keeps_the_steps_before_the_resume(tmp_path):
+    from bench.training import LossLog
+
+    path = tmp_path / "loss.csv"
+    path.write_text("0,1.0,2.0\n1,0.9,4.0\n2,0.8,6.0\n3,0.7,8.0\n")   # killed after step 3, saved at step 2
+    log = LossLog(path)
+    log.restart(2)
+    assert path.read_text().splitlines() == ["0,1.0,2.0", "1,0.9,4.0"] and log.seconds0 == 4.0
+    log.append(2, 0.75, 5.0)
+    assert path.read_text().splitlines()[-1] == "2,0.750000,5.0"
+    log.restart(0)
+    assert not path.exists() and log.seconds0 == 0.0

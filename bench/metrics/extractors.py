@@ -13,14 +13,18 @@ fails in the constructor, before any image is read, naming the file and the conf
 """
 from __future__ import annotations
 
-import hashlib
-import importlib
 import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 
 import torch
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms import functional as TF
+
+from bench.rundir import file_sha256
+from bench.shapes_clip import model as shapes_clip_model
+from imagen.device import resolve_device  # noqa: F401  (re-exported: the one device resolution)
 
 ExtractorKind = Literal["shapes_clip", "inception", "clip"]
 
@@ -48,20 +52,9 @@ class ImageTextEncoder(FeatureExtractor, Protocol):
     def text_features(self, texts: list[str]) -> torch.Tensor: ...
 
 
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``auto``: cuda when available, else cpu."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
 def file_sha8(path: str | Path) -> str:
     """First 8 hex digits of the file's sha256 (names the weights inside extractor names)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()[:8]
+    return file_sha256(path)[:8]
 
 
 def _check_images(images: torch.Tensor) -> None:
@@ -103,6 +96,7 @@ class InceptionExtractor:
                 f"FID Inception-v3 weights {where}. Nothing is downloaded at run time: provide {INCEPTION_FILE} "
                 f"(the converted TF 2015-12-05 weights torch-fidelity downloads from {INCEPTION_URL}) and set "
                 f"metrics.inception_weights=/path/to/{INCEPTION_FILE}")
+        # optional backend, imported on use: most runs never load it (start-up time)
         from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
         try:
@@ -125,7 +119,7 @@ class InceptionExtractor:
 def _open_clip_model_name(model: str) -> str:
     """A path to an open_clip model-config JSON is registered (``add_model_config``) and named by its stem."""
     if model.endswith(".json"):
-        import open_clip
+        import open_clip  # optional backend, imported on use (start-up time)
 
         path = Path(model).expanduser()
         if not path.is_file():
@@ -151,7 +145,7 @@ class OpenClipExtractor:
         if model.endswith(".json") and not Path(model).expanduser().is_file():
             raise FileNotFoundError(f"open_clip model config {model} not found (metrics.clip_model)")
         label = self._check_pretrained(model, pretrained, local_dir)
-        import open_clip
+        import open_clip  # optional backend, imported on use (start-up time)
 
         name = _open_clip_model_name(model)
         self.device = resolve_device(device)
@@ -200,9 +194,6 @@ class OpenClipExtractor:
         return pretrained
 
     def _preprocess(self, images: torch.Tensor) -> torch.Tensor:
-        from torchvision.transforms import InterpolationMode
-        from torchvision.transforms import functional as TF
-
         mode = InterpolationMode.BILINEAR if self.interpolation == "bilinear" else InterpolationMode.BICUBIC
         h, w = self.image_size
         if self.resize_mode == "squash":
@@ -271,11 +262,7 @@ class ShapesClipExtractor:
 
     @staticmethod
     def _module() -> Any:
-        try:
-            return importlib.import_module("bench.shapes_clip.model")
-        except ImportError as e:
-            raise ImportError(f"shapes-CLIP is not available (bench.shapes_clip.model): {e}; choose another "
-                              f"metrics.fd_extractor / metrics.clip_backbone") from e
+        return shapes_clip_model
 
     def with_features(self, features: Literal["fd", "embedding"]) -> "ShapesClipExtractor":
         """The same loaded model, giving the other kind of features."""

@@ -19,10 +19,9 @@ Two routes to the trace term, the same quantity:
 """
 from __future__ import annotations
 
+import io
 import json
 import logging
-import os
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +30,8 @@ from typing import Any
 import numpy as np
 import scipy.linalg
 import torch
+
+from bench.rundir import atomic_write_bytes
 
 from .bootstrap import percentile_interval, resample_count_matrix
 
@@ -143,15 +144,9 @@ class FrechetStats:
 
 def atomic_savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
     """``np.savez`` to a temporary file in the same folder, then rename: never a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp.npz", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    atomic_write_bytes(buf.getvalue(), path)
 
 
 def _sqrtm(a: np.ndarray) -> np.ndarray:

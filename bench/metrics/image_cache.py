@@ -27,15 +27,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from safetensors import safe_open
+from safetensors.numpy import load_file, save
+
+from bench.rundir import IMAGE_CACHE as FILE
+from bench.rundir import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
-FILE = "image_metrics.safetensors"
 FORMAT = "imagen-bench image metrics v1"
-
-
-def file_sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def batch_key(digests: list[str], batch_size: int) -> str:
@@ -112,9 +112,6 @@ class ImageCache:
 
     @classmethod
     def _read(cls, path: Path) -> "ImageCache":
-        from safetensors.numpy import load_file
-        from safetensors import safe_open
-
         with safe_open(str(path), framework="numpy") as f:
             meta = f.metadata() or {}
         if meta.get("format") != FORMAT:
@@ -132,10 +129,6 @@ class ImageCache:
         return out
 
     def save(self, run_dir: Path) -> Path:
-        from safetensors.numpy import save
-
-        from bench.generate import atomic_write_bytes
-
         specs, tensors = [], {}
         for i, (ext_key, rows) in enumerate(sorted(self.features.items())):
             keys = list(rows)

@@ -29,6 +29,10 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
+
+from bench.rundir import write_json
+from bench.shapes import render_batch, sample_scene
 
 from .extractors import FeatureExtractor, build_extractor
 from .frechet import FrechetStats, atomic_savez
@@ -92,8 +96,6 @@ class RefStats:
         ``<file>.derived.json``; without a cache file it is computed every time."""
         if self.path is None:
             return float(compute())
-        from bench.runinfo import write_json
-
         side = self.path.with_name(self.path.name + ".derived.json")
         known = _read_json_or_empty(side)
         if name in known:
@@ -206,8 +208,6 @@ def load_or_compute(key: RefKey, make_batches: Callable[[], Batches], extractor:
 
 def _shapes_batches(rng: random.Random, n: int, resolution: int, batch_size: int,
                     category: str | None = None) -> Iterator[tuple[torch.Tensor, list[str]]]:
-    from bench.shapes import render_batch, sample_scene
-
     done = 0
     while done < n:
         scenes = [sample_scene(rng, category) for _ in range(min(batch_size, n - done))]
@@ -267,8 +267,6 @@ EIGHT_BIT_MODES = ("1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX
 def _load_square(path: Path, resolution: int) -> np.ndarray:
     """Any 8-bit image (greyscale, palette, RGBA, CMYK: converted to RGB) of any size, centre-cropped
     square and resized; an unreadable file or a 16-bit / float image raises ValueError naming the file."""
-    from PIL import Image
-
     try:
         with Image.open(path) as im:
             if im.mode not in EIGHT_BIT_MODES:

@@ -43,24 +43,26 @@ from typing import Any, Callable, Literal
 import numpy as np
 import pandas as pd
 import torch
+from PIL import Image
+from tqdm import tqdm
+
+from bench import rundir
+from bench.distributed import Dist, current
+from bench.rundir import METRICS_COLUMNS as COLUMNS
+from bench.shapes import detect
+from bench.shapes.scene import Scene
 
 from .bootstrap import bootstrap_mean_ci
 from .clip_score import clip_score_per_image
 from .cmmd import CMMD_SIGMA, CMMDReference, reference_self_mean
 from .extractors import FeatureExtractor, ImageTextEncoder, OpenClipExtractor, ShapesClipExtractor, build_extractor
 from .frechet import FrechetReference, FrechetStats, fd_bootstrap
-from .image_cache import FILE as IMAGE_CACHE_FILE
-from .image_cache import ImageCache, batch_key, code_digest, extractor_key, file_sha256, scene_key
+from .image_cache import ImageCache, batch_key, code_digest, extractor_key, scene_key
 from .kid import KIDReference
 from .refstats import RefStats, coco_refstats, npz_refstats, shapes_real_features, shapes_refstats
 
 log = logging.getLogger(__name__)
 
-COLUMNS = ["guidance_weight", "category", "num_images",
-           "fd", "fd_ci_low", "fd_ci_high", "fd_real", "fd_extractor", "fd_reference",
-           "kid", "kid_std", "kid_subset_size", "cmmd", "cmmd_model",
-           "clip_score", "clip_score_ci_low", "clip_score_ci_high", "clip_model",
-           "alignment", "alignment_ci_low", "alignment_ci_high", "color_alignment", "out_of_domain"]
 OOD = " (out-of-domain)"
 FLUSH_S = 60.0  # the per-image cache is saved at least this often during the image pass
 
@@ -140,11 +142,7 @@ def _build_models(cfg: MetricsConfig, needs_alignment: bool) -> _Models:
         if e is not None:
             m.extractors[e.name] = e
     if cfg.alignment and needs_alignment:
-        try:
-            from bench.shapes.detect import score
-            m.scorer = score
-        except ImportError as e:
-            log.warning("alignment left empty: the exact scorer bench.shapes.detect is unavailable (%s)", e)
+        m.scorer = detect.score  # looked up at call time: the module's current scorer
     return m
 
 
@@ -159,8 +157,6 @@ def _reference(cfg: MetricsConfig, ext: FeatureExtractor, resolution: int) -> Re
 
 
 def _load_rgb(path: Path) -> np.ndarray:
-    from PIL import Image
-
     with Image.open(path) as im:
         return np.asarray(im.convert("RGB"))
 
@@ -217,9 +213,7 @@ def _extract_all(run_dir: Path, man: pd.DataFrame, cfg: MetricsConfig, models: _
             todo.append(j)
     if len(todo) < len(spans):
         log.info("metrics: %d of %d images found in %s", n - sum(b - a for a, b in (spans[j] for j in todo)), n,
-                 run_dir / IMAGE_CACHE_FILE)
-    from tqdm import tqdm
-
+                 run_dir / rundir.IMAGE_CACHE)
     bar = tqdm(total=sum(spans[j][1] - spans[j][0] for j in todo), desc="metrics", unit="img", dynamic_ncols=True)
     last_flush = time.monotonic()
     for j, batch in zip(todo, decode_chunks([paths[slice(*spans[j])] for j in todo], cfg.workers, size)):
@@ -251,9 +245,9 @@ def cache_keys(run_dir: Path, man: pd.DataFrame, cfg: MetricsConfig, models: _Mo
     paths = [run_dir / p for p in man["path"]]
     missing = [str(p) for p in paths if not p.is_file()]
     if missing:
-        raise FileNotFoundError(f"{len(missing)} images listed in {run_dir / 'manifest.csv'} are missing, "
+        raise FileNotFoundError(f"{len(missing)} images listed in {run_dir / rundir.MANIFEST} are missing, "
                                 f"e.g. {missing[0]}")
-    digests = [file_sha256(p) for p in paths]
+    digests = [rundir.file_sha256(p) for p in paths]
     version = code_digest(models.scorer) if models.scorer else ""
     scenes = [scene_key(p, t, version) if t and version else "" for p, t in zip(man["prompt"], man["truth"])]
     ext_keys = {name: extractor_key(ext) for name, ext in models.extractors.items()}
@@ -273,31 +267,14 @@ def remember(cache: ImageCache, run_dir: Path, man: pd.DataFrame, cfg: MetricsCo
             if scenes[i] and verdicts[i] is not None:
                 cache.put_verdict(digests[i], scenes[i], verdicts[i])
     cache.keep_only(set(digests))
-    if cache.dirty or not (run_dir / IMAGE_CACHE_FILE).is_file():
+    if cache.dirty or not (run_dir / rundir.IMAGE_CACHE).is_file():
         cache.save(run_dir)
 
 
 def _verdict(scorer: Callable | None, image: np.ndarray, row: dict[str, Any]) -> dict | None:
     if scorer is None or not row["truth"]:
         return None
-    from bench.shapes.scene import Scene
-
     return scorer(image, Scene.from_json(row["truth"], row["prompt"]))
-
-
-def _read_manifest(run_dir: Path) -> pd.DataFrame:
-    path = run_dir / "manifest.csv"
-    if not path.is_file():
-        raise FileNotFoundError(f"no manifest at {path}: not a run directory (python -m bench.run writes it)")
-    man = pd.read_csv(path, dtype={"path": str, "prompt": str, "category": str, "truth": str},
-                      keep_default_na=False)
-    need = {"path", "prompt", "category", "guidance_weight"}
-    if not need <= set(man.columns):
-        raise ValueError(f"{path} lacks columns {sorted(need - set(man.columns))}")
-    if "truth" not in man.columns:
-        man["truth"] = ""
-    man["guidance_weight"] = man["guidance_weight"].astype(float)
-    return man
 
 
 def _resolution(run_dir: Path, man: pd.DataFrame) -> int:
@@ -434,21 +411,71 @@ def _references(cfg: MetricsConfig, models: _Models, resolution: int) -> dict[st
     return refs
 
 
-def score_run(run_dir: Path, cfg: MetricsConfig) -> pd.DataFrame:
+def score_run(run_dir: Path, cfg: MetricsConfig, dist: Dist | None = None) -> pd.DataFrame | None:
     """Compute the metrics table of a run; write ``RUN/metrics.csv``, ``metrics.json`` and ``image_scores.csv``
-    atomically, and keep per-image results in ``RUN/image_metrics.safetensors`` for the next scoring."""
-    run_dir = Path(run_dir)
-    man = _read_manifest(run_dir)
+    atomically, and keep per-image results in ``RUN/image_metrics.safetensors`` for the next scoring.
+
+    Under a process group (``dist``, default: the running one) the image pass (decoding, feature
+    extraction, exact scorer) is split over ranks by whole batches of ``cfg.batch_size`` (every batch
+    has the shape it has in one process), the per-image results are gathered to rank 0, and rank 0
+    computes and writes the table, which equals a one-process scoring at the same thread count.
+    Every rank builds the models first, so a missing weights file fails everywhere at once.
+    Returns the table on rank 0, None elsewhere.
+    """
+    run_dir, dist = Path(run_dir), dist or current()
+    man = rundir.read_manifest(run_dir, required=("path", "prompt", "category", "guidance_weight"))
     if len(man) == 0:
-        raise ValueError(f"{run_dir / 'manifest.csv'} lists no images")
+        raise ValueError(f"{run_dir / rundir.MANIFEST} lists no images")
     models = _build_models(cfg, needs_alignment=bool((man["truth"] != "").any()))
     resolution = _resolution(run_dir, man)
-    refs = _references(cfg, models, resolution)
-    cache, ck = ImageCache.load(run_dir), cache_keys(run_dir, man, cfg, models)
-    feats, verdicts = _extract_all(run_dir, man, cfg, models, resolution, cache, lambda: cache.save(run_dir), ck)
+    refs = _references(cfg, models, resolution) if dist.world == 1 else None
+    cache = ImageCache.load(run_dir)  # every rank reads the per-image results of an earlier scoring
+    ck = cache_keys(run_dir, man, cfg, models) if dist.world == 1 else None  # image digests: hashed once
+    mine = shard_indices(len(man), cfg.batch_size, dist)
+    parts = dist.gather(_extract_part(run_dir, man, cfg, models, resolution, cache, mine, dist, ck))
+    if not dist.is_main:
+        return None
+    feats, verdicts = _merge_parts(parts, len(man))
     remember(cache, run_dir, man, cfg, models, feats, verdicts, ck)
+    refs = refs if refs is not None else _references(cfg, models, resolution)
     scorer = _Scorer(cfg, man, models, feats, verdicts, refs, resolution)
     return write_outputs(run_dir, cfg, models, refs, scorer)
+
+
+def shard_indices(n: int, batch_size: int, d: Dist) -> np.ndarray:
+    """Row indices of this rank: whole batches ``rank::world`` of the one-process batching."""
+    starts = list(range(0, n, batch_size))[d.rank::d.world]
+    return np.asarray([i for s in starts for i in range(s, min(s + batch_size, n))], dtype=np.int64)
+
+
+Part = tuple[np.ndarray, dict[str, np.ndarray], list]
+
+
+def _extract_part(run_dir: Path, man: pd.DataFrame, cfg: MetricsConfig, models: _Models, resolution: int,
+                  cache: ImageCache, mine: np.ndarray, dist: Dist, ck: CacheKeys | None = None) -> Part:
+    """This rank's rows of the image pass. One process saves the cache while it goes (a killed metric phase
+    resumes from its last save); ranks save once, on rank 0, at the end."""
+    if not mine.size:
+        return mine, {}, []
+    if dist.world == 1:
+        feats, verdicts = _extract_all(run_dir, man, cfg, models, resolution, cache, lambda: cache.save(run_dir), ck)
+    else:
+        feats, verdicts = _extract_all(run_dir, man.iloc[mine].reset_index(drop=True), cfg, models, resolution,
+                                       cache)
+    return mine, feats, verdicts
+
+
+def _merge_parts(parts: list[Part], n: int) -> tuple[dict[str, np.ndarray], list[dict | None]]:
+    feats: dict[str, np.ndarray] = {}
+    verdicts: list[dict | None] = [None] * n
+    for idx, part_feats, part_verdicts in parts:
+        for name, x in part_feats.items():
+            if name not in feats:
+                feats[name] = np.empty((n, x.shape[1]), dtype=x.dtype)
+            feats[name][idx] = x
+        for i, v in zip(idx.tolist(), part_verdicts):
+            verdicts[i] = v
+    return feats, verdicts
 
 
 def metrics_table(scorer: "_Scorer") -> pd.DataFrame:
@@ -477,12 +504,10 @@ def image_scores(scorer: "_Scorer") -> pd.DataFrame:
 
 def write_outputs(run_dir: Path, cfg: MetricsConfig, models: _Models, refs: dict[str, RefStats],
                   scorer: "_Scorer") -> pd.DataFrame:
-    from bench.generate import atomic_write_bytes
-
     table = metrics_table(scorer)
-    atomic_write_bytes(image_scores(scorer).to_csv(index=False).encode(), run_dir / "image_scores.csv")
-    atomic_write_bytes(table.to_csv(index=False).encode(), run_dir / "metrics.csv")
-    atomic_write_bytes(json.dumps(_describe(cfg, models, refs), indent=2).encode(), run_dir / "metrics.json")
+    rundir.atomic_write_text(image_scores(scorer).to_csv(index=False), run_dir / rundir.IMAGE_SCORES)
+    rundir.write_metrics(run_dir, table)
+    rundir.atomic_write_text(json.dumps(_describe(cfg, models, refs), indent=2), run_dir / rundir.METRICS_JSON)
     return table
 
 
@@ -510,17 +535,12 @@ def main(argv: list[str] | None = None) -> int:
 
     The run's own ``.hydra/config.yaml`` metrics group is the base when present; overrides follow.
     """
-    from omegaconf import OmegaConf
-
     args = sys.argv[1:] if argv is None else argv
     if not args:
         print(main.__doc__, file=sys.stderr)
         return 2
     run_dir = Path(args[0])
-    base: dict[str, Any] = {}
-    hydra_cfg = run_dir / ".hydra" / "config.yaml"
-    if hydra_cfg.is_file():
-        base = OmegaConf.to_container(OmegaConf.load(hydra_cfg), resolve=True).get("metrics", {}) or {}
+    base: dict[str, Any] = (rundir.read_config(run_dir) or {}).get("metrics", {}) or {}
     over = OmegaConf.to_container(OmegaConf.from_dotlist([a.removeprefix("metrics.") for a in args[1:]]))
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     table = score_run(run_dir, MetricsConfig.from_dict({**base, **over}))

@@ -12,7 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
+from matplotlib.figure import Figure
+from PIL import Image
+
+from bench import rundir
 
 from .pareto import save_figure
 
@@ -28,27 +31,14 @@ class GridRow:
     images: list[Path | None]
 
 
-def read_manifest(run_dir: str | os.PathLike) -> pd.DataFrame:
-    """RUN/manifest.csv with text kept as text (no NaN for empty cells)."""
-    path = Path(run_dir) / "manifest.csv"
-    if not path.is_file():
-        raise FileNotFoundError(f"no manifest at {path}: not a run directory (python -m bench.run writes it)")
-    man = pd.read_csv(path, dtype=str, keep_default_na=False)
-    need = {"path", "prompt_id", "prompt", "guidance_weight"}
-    if not need <= set(man.columns):
-        raise ValueError(f"{path} lacks columns {sorted(need - set(man.columns))}")
-    man["guidance_weight"] = man["guidance_weight"].astype(float)
-    for c in ("category", "seed", "sample_index"):
-        if c not in man.columns:
-            man[c] = "0" if c == "sample_index" else ""
-    return man
-
-
 def grid_rows(run_dir: str | os.PathLike, max_prompts: int = 8, sample_index: int = 0
               ) -> tuple[list[float], list[GridRow]]:
     """The weights (ascending) and up to ``max_prompts`` rows: the first prompts in manifest order."""
     run_dir = Path(run_dir)
-    man = read_manifest(run_dir)
+    man = rundir.read_manifest(run_dir, required=("path", "prompt_id", "prompt", "guidance_weight"))
+    for col in ("seed", "sample_index"):
+        if col not in man.columns:
+            man[col] = "0" if col == "sample_index" else ""
     man = man[man["sample_index"].astype(int) == sample_index]
     weights = sorted(set(man["guidance_weight"]))
     rows = []
@@ -75,8 +65,6 @@ def wrap_caption(text: str, width: int = 30, max_lines: int = 5) -> str:
 
 
 def _load(path: Path | None) -> np.ndarray | None:
-    from PIL import Image
-
     if path is None:
         return None
     with Image.open(path) as im:
@@ -94,7 +82,6 @@ def write_grid(run_dir: str | os.PathLike, png: str | os.PathLike, max_prompts: 
 def draw_grid(rows: list[tuple[str, str, list[Path | None]]], weights: list[float], png: str | os.PathLike,
               cell_inches: float = 1.35, title: str = "") -> Path | None:
     """Rows of images (one column per w) with a caption and a grey sub-caption on the left of each row."""
-    from matplotlib.figure import Figure
 
     if not rows or not weights:
         return None

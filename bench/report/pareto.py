@@ -21,10 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import matplotlib
 import numpy as np
 import pandas as pd
+from matplotlib.figure import Figure
 
-TEXT_COLUMNS = ("category", "fd_extractor", "fd_reference", "cmmd_model", "clip_model")
+from bench import rundir
+
 CATEGORY_ORDER = ("all", "Colors", "Counting", "Positional")
 MetricColumn = Literal["fd", "clip_score", "alignment", "kid", "cmmd", "color_alignment"]
 AXIS_NAMES = {"fd": "FD", "clip_score": "CLIP score", "alignment": "alignment (exact detector)",
@@ -44,23 +47,6 @@ class Curve:
 def plain(text: str) -> str:
     """Text that matplotlib draws literally (a '$' in a prompt, path or label never starts math mode)."""
     return str(text).replace("$", r"\$")
-
-
-def read_metrics(path: str | os.PathLike) -> pd.DataFrame:
-    """metrics.csv as a DataFrame: numeric columns as float (empty -> NaN), text columns as str ('' if empty)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no metrics table at {path} (python -m bench.metrics.score_run RUN_DIR writes it)")
-    df = pd.read_csv(path, keep_default_na=True, dtype={c: object for c in TEXT_COLUMNS})
-    need = {"guidance_weight", "category"}
-    if not need <= set(df.columns):
-        raise ValueError(f"{path} lacks columns {sorted(need - set(df.columns))}")
-    for c in df.columns:
-        if c in TEXT_COLUMNS:
-            df[c] = df[c].fillna("").astype(str)
-        elif c != "out_of_domain":
-            df[c] = pd.to_numeric(df[c], errors="coerce")
-    return df
 
 
 def has_values(df: pd.DataFrame, column: str) -> bool:
@@ -191,17 +177,11 @@ def draw_vs_w(ax: Any, curves: Sequence[Curve], column: MetricColumn, band: bool
 
 def save_figure(fig: Any, png: Path, svg: Path | None = None, dpi: int = 120) -> None:
     """Write PNG (and SVG, text kept as editable text) atomically: a reader never sees half a file."""
-    import matplotlib
-
     for path, fmt in ((png, "png"), (svg, "svg")):
         if path is None:
             continue
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
         with matplotlib.rc_context({"svg.fonttype": "none"}):
-            fig.savefig(tmp, format=fmt, dpi=dpi, metadata={"Date": None} if fmt == "svg" else None)
-        os.replace(tmp, path)
+            rundir.save_figure(fig, path, dpi=dpi, metadata={"Date": None} if fmt == "svg" else None)
 
 
 def _notes(fig: Any, notes: list[str]) -> None:
@@ -213,7 +193,6 @@ def pareto_figure(curves: Sequence[Curve], png: str | os.PathLike, svg: str | os
                   title: str = "") -> Path | None:
     """Write a FD-vs-CLIP-score Pareto plot of ``curves``; None (nothing written) when no curve has
     both FD and CLIP score at any w."""
-    from matplotlib.figure import Figure
 
     usable = [c for c in curves if has_values(c.table, "fd") and has_values(c.table, "clip_score")]
     if not usable:
@@ -236,7 +215,6 @@ def pareto_figure(curves: Sequence[Curve], png: str | os.PathLike, svg: str | os
 def alignment_figure(metrics: pd.DataFrame, png: str | os.PathLike, title: str = "") -> Path | None:
     """Alignment vs w per category (Colors / Counting / Positional and all) with CI bands; None when
     the table has no alignment values (no ground truth)."""
-    from matplotlib.figure import Figure
 
     if not has_values(metrics, "alignment"):
         return None

@@ -25,8 +25,10 @@ from typing import Any
 
 import pandas as pd
 
-from .grid import grid_rows, read_manifest, write_grid
-from .pareto import Curve, alignment_figure, category_rows, has_values, pareto_figure, read_metrics
+from bench import rundir
+
+from .grid import grid_rows, write_grid
+from .pareto import Curve, alignment_figure, category_rows, has_values, pareto_figure
 
 log = logging.getLogger(__name__)
 
@@ -45,16 +47,12 @@ def _read_text(path: Path) -> str | None:
 
 def read_info(run_dir: Path) -> dict[str, Any] | None:
     """``RUN/run_info.json`` (written by bench.run), or None."""
-    text = _read_text(run_dir / "run_info.json")
-    return json.loads(text) if text else None
+    return rundir.read_json(run_dir / rundir.RUN_INFO) or None
 
 
 def read_config(run_dir: Path) -> dict[str, Any]:
     """The resolved config of the run (``.hydra/config.yaml``) as a plain dict; {} when absent."""
-    import yaml
-
-    text = _read_text(run_dir / ".hydra" / "config.yaml")
-    return (yaml.safe_load(text) or {}) if text else {}
+    return rundir.read_config(run_dir) or {}
 
 
 def _fmt(v: Any, digits: int = 4) -> str:
@@ -87,7 +85,7 @@ def metrics_blocks(metrics: pd.DataFrame | None, run_dir: Path | None = None) ->
         rows.append([f"{r['guidance_weight']:g}", str(r["category"]), _fmt(r.get("num_images"))]
                     + [_with_ci(r, c) if ci else _fmt(r.get(c)) for c, _, ci in shown])
     level = ""
-    defs = _read_text(run_dir / "metrics.json") if run_dir else None
+    defs = _read_text(run_dir / rundir.METRICS_JSON) if run_dir else None
     if defs:
         level = json.loads(defs).get("definitions", {}).get("ci", "")
     out: list[Block] = [("h2", "Metrics"),
@@ -108,7 +106,7 @@ def metrics_blocks(metrics: pd.DataFrame | None, run_dir: Path | None = None) ->
 
 
 def definitions_blocks(run_dir: Path) -> list[Block]:
-    text = _read_text(run_dir / "metrics.json")
+    text = _read_text(run_dir / rundir.METRICS_JSON)
     if not text:
         return []
     defs = json.loads(text).get("definitions", {})
@@ -118,7 +116,7 @@ def definitions_blocks(run_dir: Path) -> list[Block]:
 def image_blocks(run_dir: Path, n: int = 8) -> list[Block]:
     """Where to look first: from ``image_scores.csv``, the images the exact detector marks wrong (else all),
     lowest CLIP score first."""
-    path = run_dir / "image_scores.csv"
+    path = run_dir / rundir.IMAGE_SCORES
     if not path.is_file():
         return []
     per = pd.read_csv(path, keep_default_na=False, na_values=[""])
@@ -128,7 +126,7 @@ def image_blocks(run_dir: Path, n: int = 8) -> list[Block]:
     pool = per[per["correct"].astype("boolean") == False] if judged else per  # noqa: E712 (nullable column)
     if pool.empty:
         return [("h2", "Images to look at"), ("p", "The exact detector marks every image correct (image_scores.csv).")]
-    pool = pool.merge(read_manifest(run_dir)[["path", "prompt"]], on="path", how="left").sort_values(["clip_score", "path"], na_position="last")
+    pool = pool.merge(rundir.read_manifest(run_dir)[["path", "prompt"]], on="path", how="left").sort_values(["clip_score", "path"], na_position="last")
     rows = [[f"{r['guidance_weight']:g}", str(r["category"]), _fmt(r["clip_score"], 3),
              "" if pd.isna(r.get("correct", pd.NA)) else ("correct" if r["correct"] else "wrong"),
              str(r["prompt"]), str(r["path"])] for _, r in pool.head(n).iterrows()]
@@ -151,13 +149,13 @@ def samples_blocks(run_dir: Path, grid: Path | None, max_prompts: int) -> list[B
 
 
 def config_blocks(run_dir: Path) -> list[Block]:
-    cfg = _read_text(run_dir / ".hydra" / "config.yaml")
+    cfg = rundir.read_config_text(run_dir)
     out: list[Block] = [("h2", "Configuration")]
     if cfg is None:
-        return out + [("p", f"No resolved config found at {run_dir / '.hydra' / 'config.yaml'}.")]
+        return out + [("p", f"No resolved config found at {run_dir / rundir.HYDRA_CONFIG}.")]
     out.append(("p", "The exact resolved configuration of this run (.hydra/config.yaml):"))
     out.append(("code", cfg, "yaml"))
-    over = _read_text(run_dir / ".hydra" / "overrides.yaml")
+    over = _read_text(run_dir / rundir.HYDRA_DIR / "overrides.yaml")
     if over is not None:
         out += [("p", "Command-line overrides (.hydra/overrides.yaml):"), ("code", over, "yaml")]
     return out
@@ -321,11 +319,10 @@ def write_report(run_dir: str | os.PathLike, info: dict[str, Any] | None = None,
     run_dir = Path(run_dir)
     info = info if info is not None else read_info(run_dir)
     blocks = report_blocks(run_dir, info, metrics, plots or {}, max_prompts)
-    md, page = run_dir / "report.md", run_dir / "report.html"
-    from bench.generate import atomic_write_bytes
+    md, page = run_dir / rundir.REPORT_MD, run_dir / rundir.REPORT_HTML
 
-    atomic_write_bytes(render_markdown(blocks).encode("utf-8"), md)
-    atomic_write_bytes(render_html(blocks, run_dir, f"imagen-bench report: {run_dir.name}").encode("utf-8"), page)
+    rundir.atomic_write_text(render_markdown(blocks), md)
+    rundir.atomic_write_text(render_html(blocks, run_dir, f"imagen-bench report: {run_dir.name}"), page)
     return md, page
 
 
@@ -345,8 +342,8 @@ def write_run_outputs(run_dir: str | os.PathLike, info: dict[str, Any] | None = 
     """
     run_dir = Path(run_dir)
     info = info if info is not None else read_info(run_dir)
-    metrics_csv = run_dir / "metrics.csv"
-    metrics = read_metrics(metrics_csv) if metrics_csv.is_file() else None
+    metrics_csv = run_dir / rundir.METRICS
+    metrics = rundir.read_metrics(metrics_csv) if metrics_csv.is_file() else None
     title = _plot_title(run_dir, info)
     made: dict[str, Path | None] = {"pareto": None, "alignment": None}
     if metrics is not None:

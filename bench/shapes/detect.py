@@ -32,6 +32,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Sequence
 
 import numpy as np
+import pandas as pd
 from scipy import ndimage
 
 from .scene import BACKGROUND, COLORS, Scene
@@ -198,10 +199,8 @@ def score(image: np.ndarray, scene: Scene, detections: list[Detection] | None = 
     return res
 
 
-def score_batch(images: np.ndarray | Sequence[np.ndarray], scenes: Sequence[Scene]) -> "pd.DataFrame":  # noqa: F821
+def score_batch(images: np.ndarray | Sequence[np.ndarray], scenes: Sequence[Scene]) -> pd.DataFrame:
     """One row per image: ``score`` results plus the caption."""
-    import pandas as pd
-
     if len(images) != len(scenes):
         raise ValueError(f"{len(images)} images but {len(scenes)} scenes")
     rows = []

@@ -111,10 +111,16 @@ def scene_caption(scene: Scene) -> str:
     return " and ".join(parts)
 
 
-def sample_scene(rng: random.Random, category: str | None = None) -> Scene:
-    """Draw a random scene (and its caption) from the shapes grammar."""
+def sample_scene(rng: random.Random, category: str | None = None, mix: dict[str, float] | None = None,
+                 single_object: float = 0.6) -> Scene:
+    """Draw a random scene (and its caption) from the shapes grammar.
+
+    ``mix`` weights the categories when ``category`` is None (default ``CATEGORY_MIX``);
+    ``single_object`` is the share of one-object scenes in Colors (the rest bind two colours).
+    """
     if category is None:
-        category = rng.choices(list(CATEGORY_MIX), weights=list(CATEGORY_MIX.values()))[0]
+        mix = mix or CATEGORY_MIX
+        category = rng.choices(list(mix), weights=list(mix.values()))[0]
     colors, shapes = list(COLORS), list(SHAPES)
     size = lambda: rng.uniform(*SIZE_RANGE)  # noqa: E731
     if category == "Counting":
@@ -136,7 +142,7 @@ def sample_scene(rng: random.Random, category: str | None = None) -> Scene:
         objs = (ShapeObject(a[0], a[1], x0, y0, s0), ShapeObject(b[0], b[1], x1, y1, s1))
         scene = Scene("Positional", objs, relation=relation)
     elif category == "Colors":
-        n = 1 if rng.random() < 0.6 else 2
+        n = 1 if rng.random() < single_object else 2
         kinds = []
         while len(kinds) < n:
             k = (rng.choice(shapes), rng.choice(colors))

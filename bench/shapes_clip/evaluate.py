@@ -12,18 +12,19 @@ ranked first) and image-to-text ``i2t_top1`` (same caption-equality rule) are re
 """
 from __future__ import annotations
 
+import argparse
 import random
 
 import torch
 
-from .model import ShapesClip
+from bench.shapes import render_batch, sample_scene
+
+from .model import ShapesClip, load_shapes_clip
 
 HELDOUT_STREAM = "shapes-clip-heldout"
 
 
 def heldout_scenes(n: int, seed: int = 0) -> list:
-    from bench.shapes import sample_scene
-
     rng = random.Random(f"{HELDOUT_STREAM}:{seed}")
     return [sample_scene(rng) for _ in range(n)]
 
@@ -31,8 +32,6 @@ def heldout_scenes(n: int, seed: int = 0) -> list:
 @torch.no_grad()
 def retrieval_top1(model: ShapesClip, n: int = 100, seed: int = 0, size: int = 64) -> dict[str, float]:
     """Top-1 retrieval rates among ``n`` held-out real renders at ``size`` px (hit = same caption)."""
-    from bench.shapes import render_batch
-
     scenes = heldout_scenes(n, seed)
     captions = [s.caption for s in scenes]
     images = torch.from_numpy(render_batch(scenes, size)).permute(0, 3, 1, 2).contiguous()
@@ -50,10 +49,6 @@ def retrieval_top1(model: ShapesClip, n: int = 100, seed: int = 0, size: int = 6
 
 
 def main() -> None:
-    import argparse
-
-    from .model import load_shapes_clip
-
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--weights", default=None, help="safetensors file (default: the shipped weights)")
     p.add_argument("--n", type=int, default=100)

@@ -25,6 +25,10 @@ from typing import Any
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from safetensors.torch import load_file
+
+from imagen.checkpoint import CheckpointError, atomic_save, read_meta
+from imagen.text_encoder import TextEncoder, TextEncoderConfig
 
 MODEL_NAME = "shapes-clip-v1"
 INPUT_SIZE = 64
@@ -142,8 +146,6 @@ class ShapesClip(nn.Module):
 
     def text_encoder(self):
         if self._text_encoder is None:
-            from imagen.text_encoder import TextEncoder, TextEncoderConfig
-
             self._text_encoder = TextEncoder(TextEncoderConfig(kind=self.cfg.text_encoder, max_length=self.cfg.max_length))
         return self._text_encoder
 
@@ -185,18 +187,12 @@ def model_meta(model: ShapesClip, **info: Any) -> dict[str, Any]:
 
 def save_shapes_clip(model: ShapesClip, path: str | Path, dtype: torch.dtype = torch.float16, **info: Any) -> None:
     """Write weights (float16 by default; BatchNorm step counters kept as integers) with self-describing metadata."""
-    from imagen.checkpoint import atomic_save
-
     state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in model.state_dict().items()}
     atomic_save(state, path, model_meta(model, stored_dtype=str(dtype), **info))
 
 
 def load_shapes_clip(path: str | Path | None = None, device: str | torch.device = "cpu") -> ShapesClip:
     """Load shapes-CLIP from a safetensors file (default: the shipped ``checkpoints/shapes_clip.safetensors``)."""
-    from safetensors.torch import load_file
-
-    from imagen.checkpoint import CheckpointError, read_meta
-
     path = Path(path) if path is not None else DEFAULT_WEIGHTS
     if not path.exists():
         raise CheckpointError(f"shapes-CLIP weights not found: {path} (train them with `python -m bench.shapes_clip.train`)")

@@ -13,17 +13,16 @@ Images are rendered at 64 px, a fraction at 32 px (the base stage's resolution) 
 64 px by the model's own resize; then augmented (Gaussian blur, colour jitter, Gaussian noise)
 so the model does not rely on pixel-exact renders. Each step's scenes and augmentation are
 keyed by (seed, step): a killed run resumes from ``state_dir/train_state.safetensors`` and
-continues exactly. The shipped weights (float16) are written every ``ckpt_every`` steps.
+continues exactly (resume, loss log, checkpoint format, warm-up and saving: ``bench.training``).
+The shipped weights (float16) are written every ``ckpt_every`` steps.
 """
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
 import logging
 import math
 import random
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from bench.shapes import COLORS, SHAPES, Scene, render_batch, sample_scene, scene_caption
+from bench.training import Loop, Trainer, setup, warmup_lr
+from imagen.text_encoder import TextEncoder, TextEncoderConfig
+
+from .evaluate import retrieval_top1
 from .model import ShapesClip, ShapesClipConfig, resize_images, save_shapes_clip
 
 log = logging.getLogger("bench.shapes_clip.train")
@@ -59,16 +63,12 @@ class TrainConfig:
 
 # -- data ----------------------------------------------------------------------------------
 def train_scenes(seed: int, step: int, batch: int) -> list:
-    from bench.shapes import sample_scene
-
     rng = random.Random(f"{TRAIN_STREAM}:{seed}:{step}")
     return [sample_scene(rng) for _ in range(batch)]
 
 
 def hard_negative(scene, rng: random.Random) -> str:
     """A caption inside the shapes grammar that does not describe ``scene``."""
-    from bench.shapes import COLORS, SHAPES, Scene, scene_caption
-
     objs = list(scene.objects)
     for _ in range(100):
         relation, count, new = scene.relation, scene.count, list(objs)
@@ -126,8 +126,6 @@ def augment(x: torch.Tensor, cfg: TrainConfig, g: torch.Generator) -> torch.Tens
 
 def make_batch(cfg: TrainConfig, step: int) -> tuple[list, torch.Tensor, list[str]]:
     """Scenes, augmented images in [-1, 1] (N, 3, 64, 64) and hard-negative captions for one step."""
-    from bench.shapes import render_batch
-
     scenes = train_scenes(cfg.seed, step, cfg.batch_size)
     k = int(round(cfg.lowres_frac * len(scenes)))
     parts = []
@@ -163,80 +161,55 @@ def clip_loss(img: torch.Tensor, txt: torch.Tensor, scale: torch.Tensor, caption
     return (i2t + t2i) / 2
 
 
-# -- checkpoint state ----------------------------------------------------------------------
-def _state_tensors(model: ShapesClip, opt: torch.optim.Optimizer, step: int) -> dict[str, torch.Tensor]:
-    out = {f"model.{k}": v for k, v in model.state_dict().items()}
-    for idx, st in opt.state_dict()["state"].items():
-        for k, v in st.items():
-            out[f"opt.{idx}.{k}"] = v if torch.is_tensor(v) else torch.tensor(v)
-    out["step"] = torch.tensor(step)
-    return out
-
-
-def _load_state(model: ShapesClip, opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor]) -> int:
-    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-    sd = opt.state_dict()
-    state: dict[int, dict[str, torch.Tensor]] = {}
-    for k, v in tensors.items():
-        if k.startswith("opt."):
-            _, idx, name = k.split(".", 2)
-            state.setdefault(int(idx), {})[name] = v
-    sd["state"] = state
-    opt.load_state_dict(sd)
-    return int(tensors["step"].item())
-
-
+# -- loop ----------------------------------------------------------------------------------
 def lr_at(cfg: TrainConfig, step: int) -> float:
+    """Linear warm-up (``bench.training.warmup_lr``), then cosine decay to ``lr * min_lr_frac``."""
     if step < cfg.warmup:
-        return cfg.lr * (step + 1) / cfg.warmup
+        return warmup_lr(cfg.lr, step, cfg.warmup)
     t = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
     return cfg.lr * (cfg.min_lr_frac + (1 - cfg.min_lr_frac) * 0.5 * (1 + math.cos(math.pi * min(1.0, t))))
 
 
-# -- loop ----------------------------------------------------------------------------------
-def train(cfg: TrainConfig, out: str | Path, state_dir: str | Path, threads: int = 1, device: str = "cpu",
-          ckpt_every: int = 100, max_minutes: float | None = None, eval_n: int = 100,
-          text_encoder: Any | None = None) -> Path:
-    """Train (or resume) and write float16 weights to ``out``; returns ``out``.
-
-    ``text_encoder`` (anything with ``encode(texts) -> (tokens, mask)`` and ``id``) defaults to
-    the frozen MiniLM of the architecture config."""
-    from safetensors.torch import load_file
-    from tqdm import tqdm
-
-    from imagen.checkpoint import atomic_save
-    from imagen.text_encoder import TextEncoder, TextEncoderConfig
-
-    from .evaluate import retrieval_top1
-
-    if threads:
-        torch.set_num_threads(threads)
-    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
-    torch.manual_seed(cfg.seed)
-    arch = ShapesClipConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in cfg.arch.items()})
-    enc = text_encoder or TextEncoder(TextEncoderConfig(kind=arch.text_encoder, max_length=arch.max_length))
+def build(cfg: TrainConfig, arch: ShapesClipConfig, enc: Any,
+          dev: torch.device) -> tuple[ShapesClip, torch.optim.Optimizer]:
+    """The model (random weights from the global seed) and its AdamW (weight decay on matrices only)."""
     model = ShapesClip(arch, text_encoder=enc).to(dev)
     model.image_tower.to(memory_format=torch.channels_last)
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
+    return model, opt
+
+
+def batch_loss(model: ShapesClip, enc: Any, cfg: TrainConfig, step: int, dev: torch.device) -> torch.Tensor:
+    """The contrastive loss of one step's batch (keyed by seed and step)."""
+    scenes, x, negatives = make_batch(cfg, step)
+    captions = [s.caption for s in scenes]
+    texts = captions + negatives
+    tokens, mask = enc.encode(texts)
+    img = model.image_tower(x.to(dev, memory_format=torch.channels_last))
+    txt = model.encode_tokens(tokens, mask)
+    return clip_loss(img, txt, model.logit_scale.exp().clamp(max=100.0), captions, texts)
+
+
+def train(cfg: TrainConfig, out: str | Path, state_dir: str | Path, threads: int = 1, device: str = "cpu",
+          ckpt_every: int = 100, max_minutes: float | None = None, eval_n: int = 100,
+          text_encoder: Any | None = None) -> Path:
+    """Train (or resume, from ``state_dir``) and write float16 weights to ``out``; returns ``out``.
+
+    ``text_encoder`` (anything with ``encode(texts) -> (tokens, mask)`` and ``id``) defaults to
+    the frozen MiniLM of the architecture config."""
+    dev = setup(device, threads)
+    torch.manual_seed(cfg.seed)   # initial weights
+    arch = ShapesClipConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in cfg.arch.items()})
+    enc = text_encoder or TextEncoder(TextEncoderConfig(kind=arch.text_encoder, max_length=arch.max_length))
+    model, opt = build(cfg, arch, enc, dev)
     out, state_dir = Path(out), Path(state_dir)
-    state_dir.mkdir(parents=True, exist_ok=True)
-    state_file, loss_file = state_dir / "train_state.safetensors", state_dir / "loss.csv"
-    start = 0
-    if state_file.exists():
-        start = _load_state(model, opt, load_file(str(state_file)))
-        log.info("resumed from %s at step %d", state_file, start)
-    elif loss_file.exists():
-        loss_file.unlink()
     n_params = sum(p.numel() for p in model.parameters())
     meta: dict[str, Any] = {"train": dataclasses.asdict(cfg), "text_encoder": enc.id, "params": n_params}
-    elapsed0 = float(json.loads((state_dir / "train.json").read_text()).get("train_seconds", 0.0)) \
-        if start and (state_dir / "train.json").exists() else 0.0
 
-    def save(step: int, seconds: float, final: bool = False) -> None:
-        atomic_save(_state_tensors(model, opt, step), state_file, meta)
+    def save_weights(step: int, seconds: float, final: bool) -> None:
         info = {**meta, "train_steps": step, "train_seconds": round(seconds, 1), "threads": threads}
         if final:
             model.eval()
@@ -245,39 +218,16 @@ def train(cfg: TrainConfig, out: str | Path, state_dir: str | Path, threads: int
         save_shapes_clip(model, out, **info)
         (state_dir / "train.json").write_text(json.dumps(info, indent=2, default=str))
 
-    t0 = time.time()
     model.train()
-    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="train shapes-clip", dynamic_ncols=True)
-    done = start
-    for step in bar:
-        scenes, x, negatives = make_batch(cfg, step)
-        captions = [s.caption for s in scenes]
-        texts = captions + negatives
-        tokens, mask = enc.encode(texts)
-        img = model.image_tower(x.to(dev, memory_format=torch.channels_last))
-        txt = model.encode_tokens(tokens, mask)
-        loss = clip_loss(img, txt, model.logit_scale.exp().clamp(max=100.0), captions, texts)
-        for group in opt.param_groups:
-            group["lr"] = lr_at(cfg, step)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        opt.step()
-        with loss_file.open("a", newline="") as f:
-            csv.writer(f).writerow([step, f"{loss.item():.5f}", f"{elapsed0 + time.time() - t0:.1f}"])
-        bar.set_postfix(loss=f"{loss.item():.3f}", scale=f"{model.logit_scale.exp().item():.1f}")
-        done = step + 1
-        over = max_minutes is not None and time.time() - t0 > 60 * max_minutes
-        if done % ckpt_every == 0 or done == cfg.steps or over:
-            save(done, elapsed0 + time.time() - t0, final=done == cfg.steps or over)
-        if over:
-            log.info("stopping at step %d: max_minutes=%s reached", done, max_minutes)
-            break
+    core = Trainer(model, opt, state_dir, meta, grad_clip=cfg.grad_clip)
+    core.run(Loop(cfg.steps, ckpt_every, max_minutes, desc="train shapes-clip"),
+             loss_at=lambda step: batch_loss(model, enc, cfg, step, dev), lr_at=lambda step: lr_at(cfg, step),
+             on_save=save_weights, postfix=lambda: {"scale": f"{model.logit_scale.exp().item():.1f}"})
     return out
 
 
 def main() -> None:
-    import hydra
+    import hydra  # command line only: hydra and omegaconf are slow to import
     from omegaconf import DictConfig, OmegaConf
 
     @hydra.main(version_base="1.3", config_path="../../conf", config_name="shapes_clip")

@@ -1,6 +1,6 @@
 """The shipped cascade's quality targets on shapes, measured on a finished run directory.
 
-    python -m bench.shapes.targets RUN_DIR      # prints the table, writes RUN_DIR/targets.csv
+    python -m bench.targets RUN_DIR      # prints the table, writes RUN_DIR/targets.csv
 
 Per guidance weight, from the exact scorer (``bench.shapes.detect.score``) on every image of
 the run (its verdicts read from the metric phase's ``image_metrics.safetensors`` where the image
@@ -24,7 +24,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench.metrics.image_cache import ImageCache, code_digest, file_sha256, scene_key
+from PIL import Image
+
+from bench import rundir
+from bench.metrics.image_cache import ImageCache, code_digest, scene_key
 from bench.shapes import detect
 from bench.shapes.detect import score
 from bench.shapes.scene import Scene
@@ -35,9 +38,7 @@ FD_RATIO_MAX = 3.0
 
 def per_image(run_dir: Path) -> pd.DataFrame:
     """One row per shapes image: guidance_weight, category, num_objects, correct, color_correct."""
-    from PIL import Image
-
-    man = pd.read_csv(run_dir / "manifest.csv", keep_default_na=False)
+    man = rundir.read_manifest(run_dir)
     man = man[man["truth"] != ""]
     if man.empty:
         raise ValueError(f"{run_dir}: no shapes images (no ground truth in manifest.csv)")
@@ -46,7 +47,7 @@ def per_image(run_dir: Path) -> pd.DataFrame:
     rows = []
     for r in man.itertuples():
         scene = Scene.from_json(r.truth, r.prompt)
-        res = cache.verdict(file_sha256(run_dir / r.path), scene_key(r.prompt, r.truth, version))
+        res = cache.verdict(rundir.file_sha256(run_dir / r.path), scene_key(r.prompt, r.truth, version))
         if res is None:
             with Image.open(run_dir / r.path) as im:
                 res = score(np.asarray(im.convert("RGB")), scene)
@@ -66,9 +67,9 @@ def targets_table(run_dir: Path) -> pd.DataFrame:
         "positional": img[img.category == "Positional"].groupby("guidance_weight")["correct"].mean(),
         "n_images": img.groupby("guidance_weight").size(),
     })
-    metrics = run_dir / "metrics.csv"
+    metrics = run_dir / rundir.METRICS
     if metrics.is_file():
-        m = pd.read_csv(metrics)
+        m = rundir.read_metrics(metrics)
         m = m[m.category == "all"].set_index("guidance_weight")
         for col in ("alignment", "fd", "fd_real"):
             if col in m:
@@ -105,11 +106,11 @@ def main(argv: list[str] | None = None) -> int:
         print(__doc__.strip().splitlines()[2].strip(), file=sys.stderr)
         return 2
     run_dir = Path(argv[0])
-    if not (run_dir / "manifest.csv").is_file():
-        print(f"{run_dir}: no manifest.csv (not a run directory)", file=sys.stderr)
+    if not (run_dir / rundir.MANIFEST).is_file():
+        print(f"{run_dir}: no {rundir.MANIFEST} (not a run directory)", file=sys.stderr)
         return 2
     table = targets_table(run_dir)
-    table.to_csv(run_dir / "targets.csv", index=False)
+    rundir.atomic_write_text(table.to_csv(index=False), run_dir / "targets.csv")
     with pd.option_context("display.width", 200, "display.max_columns", 20, "display.float_format", "{:.3f}".format):
         print(table.to_string(index=False))
     print("\n".join(verdicts(table)))

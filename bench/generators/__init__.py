@@ -1,0 +1,41 @@
+"""Generators under test: the built-in cascade, any diffusers pipeline, any Python sampler.
+
+``build_generator(cfg)`` reads the run config's ``model`` group: ``kind`` (absent: the built-in
+``imagen`` cascade), ``diffusers`` (``model.path``) or ``python`` (``model.target``).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from .base import Generator, Job, NonFiniteSampleError, as_uint8_images, folder_digest
+from .cascade import CascadeGenerator, SamplerSettings
+from .diffusers_pipeline import DiffusersGenerator, DiffusersSettings
+from .python_callable import PythonGenerator
+
+__all__ = ["CascadeGenerator", "DiffusersGenerator", "DiffusersSettings", "Generator", "Job", "NonFiniteSampleError",
+           "PythonGenerator", "SamplerSettings", "as_uint8_images", "build_generator", "folder_digest",
+           "model_kind"]
+
+
+def model_kind(model: dict[str, Any]) -> str:
+    return str(model.get("kind", "imagen"))
+
+
+def sampler_settings(cfg: dict[str, Any]) -> SamplerSettings:
+    g, s = cfg["guidance"], cfg["sampler"]
+    return SamplerSettings(steps=int(s["steps"]), kind=s["kind"], thresholding=g["thresholding"],
+                           percentile=float(g["percentile"]), sr_steps=s.get("sr_steps"),
+                           sr_weight=g.get("sr_weight"), aug_level=float(s.get("aug_level", 0.0)))
+
+
+def build_generator(cfg: dict[str, Any]) -> Generator:
+    """The generator a resolved run config asks for (``model``, ``sampler``, ``guidance``, ``device``)."""
+    model, device = cfg["model"], str(cfg.get("device", "auto"))
+    kind = model_kind(model)
+    if kind == "imagen":
+        return CascadeGenerator.from_config(model, sampler_settings(cfg), device)
+    if kind == "diffusers":
+        return DiffusersGenerator.from_config(model, cfg["sampler"], cfg["guidance"], device)
+    if kind == "python":
+        return PythonGenerator.from_config(model, cfg["sampler"])
+    raise ValueError(f"model.kind={kind!r}: expected imagen (the built-in cascade), diffusers or python")

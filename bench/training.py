@@ -1,0 +1,241 @@
+"""The training core shared by the cascade stages (``bench.train``) and shapes-CLIP
+(``bench.shapes_clip.train``).
+
+A trainer brings its model, optimizer and ``loss_at(step)`` (data keyed by seed and step); this
+module owns the rest: resume, the loss log, the checkpoint format, the EMA, the learning-rate
+warm-up, ``max_minutes`` stopping and the periodic save. A killed run resumes from
+``train_state.safetensors`` and continues exactly. That file holds (metadata: the trainer's)
+
+    model.<key>                              the model's state_dict
+    ema.<key>                                the EMA copy's state_dict (trainers with an EMA)
+    adam.<step|exp_avg|exp_avg_sq>.<param>   Adam state by parameter name
+    step                                     steps done (int64)
+
+``loss.csv`` has one row per step: step, loss, training seconds so far (summed over resumes);
+``loss.png`` plots it at every save.
+"""
+from __future__ import annotations
+
+import csv
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file
+from tqdm import tqdm
+
+from imagen.checkpoint import atomic_save
+from imagen.device import resolve_device
+
+log = logging.getLogger("bench.training")
+STATE_FILE = "train_state.safetensors"
+LOSS_FILE = "loss.csv"
+LOSS_PNG = "loss.png"
+
+
+def setup(device: str, threads: int = 0) -> torch.device:
+    """Set torch's thread count (0: its default) and resolve the training device."""
+    if threads:
+        torch.set_num_threads(threads)
+    return resolve_device(device)
+
+
+def warmup_lr(lr: float, step: int, warmup: int) -> float:
+    """``lr`` ramped up linearly over the first ``warmup`` steps."""
+    return lr * min(1.0, (step + 1) / warmup) if warmup > 0 else lr
+
+
+def ema_update(ema: torch.nn.Module, model: torch.nn.Module, step: int, max_decay: float) -> None:
+    """EMA of the parameters; the decay (1 + step) / (10 + step) grows up to ``max_decay``."""
+    decay = min(max_decay, (1 + step) / (10 + step))
+    with torch.no_grad():
+        for pe, pm in zip(ema.parameters(), model.parameters()):
+            pe.lerp_(pm, 1 - decay)
+
+
+# -- checkpoint format ----------------------------------------------------------------------
+def adam_tensors(opt: torch.optim.Optimizer, model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The optimizer state as ``adam.<key>.<parameter name>``."""
+    names = {id(p): n for n, p in model.named_parameters()}
+    out = {}
+    for p, st in opt.state.items():
+        for k, v in st.items():
+            out[f"adam.{k}.{names[id(p)]}"] = v if torch.is_tensor(v) else torch.tensor(v)
+    return out
+
+
+def load_adam(opt: torch.optim.Optimizer, model: torch.nn.Module, tensors: dict[str, torch.Tensor]) -> None:
+    """Restore ``adam.<key>.<name>`` (and ``opt.<index>.<key>``: shapes-CLIP states before this core)."""
+    names = {id(p): n for n, p in model.named_parameters()}
+    index = {names[id(p)]: i for i, p in enumerate(p for g in opt.param_groups for p in g["params"])}
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for key, v in tensors.items():
+        kind, _, rest = key.partition(".")
+        if kind == "adam":
+            k, name = rest.split(".", 1)
+            state.setdefault(index[name], {})[k] = v
+        elif kind == "opt":
+            i, k = rest.split(".", 1)
+            state.setdefault(int(i), {})[k] = v
+    sd = opt.state_dict()
+    sd["state"] = state
+    opt.load_state_dict(sd)   # puts each tensor where the optimizer keeps it (step on the CPU)
+
+
+def state_tensors(model: torch.nn.Module, opt: torch.optim.Optimizer, step: int,
+                  ema: torch.nn.Module | None = None) -> dict[str, torch.Tensor]:
+    """Everything a resumed run needs, in the ``train_state.safetensors`` layout."""
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    if ema is not None:
+        tensors.update({f"ema.{k}": v for k, v in ema.state_dict().items()})
+    tensors.update(adam_tensors(opt, model))
+    tensors["step"] = torch.tensor(step)
+    return tensors
+
+
+def load_state(tensors: dict[str, torch.Tensor], model: torch.nn.Module, opt: torch.optim.Optimizer,
+               ema: torch.nn.Module | None = None) -> int:
+    """Restore model, EMA and optimizer from ``state_tensors`` output; returns the step."""
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    if ema is not None:
+        ema.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
+    load_adam(opt, model, tensors)
+    return int(tensors["step"].item())
+
+
+# -- loss log -------------------------------------------------------------------------------
+class LossLog:
+    """``loss.csv``: step, loss, training seconds (continuing over resumes)."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.seconds0 = 0.0   # training time before this process
+
+    def restart(self, start: int) -> None:
+        """Keep the rows of steps before ``start`` (a resumed run redoes the later ones)."""
+        rows: list[list[str]] = []
+        if start and self.path.exists():
+            with self.path.open(newline="") as f:
+                rows = [r for r in csv.reader(f) if r and int(r[0]) < start]
+        self.seconds0 = float(rows[-1][2]) if rows and len(rows[-1]) > 2 else 0.0
+        if not start:
+            self.path.unlink(missing_ok=True)
+            return
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        with tmp.open("w", newline="") as f:
+            csv.writer(f).writerows(rows)
+        os.replace(tmp, self.path)
+
+    def append(self, step: int, loss: float, seconds: float) -> None:
+        with self.path.open("a", newline="") as f:
+            csv.writer(f).writerow([step, f"{loss:.6f}", f"{seconds:.1f}"])
+
+
+def plot_loss(loss_file: Path, png: Path) -> None:
+    """Loss per step (log scale) and its running mean, written atomically to ``png``."""
+    import matplotlib  # ~0.5 s to import and it sets a global backend: only when a checkpoint is written
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not loss_file.exists():
+        return
+    data = np.loadtxt(loss_file, delimiter=",", ndmin=2)
+    if len(data) == 0:
+        return
+    steps, loss = data[:, 0], data[:, 1]
+    k = max(1, len(loss) // 100)
+    smooth = np.convolve(loss, np.ones(k) / k, mode="valid")
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(steps, loss, alpha=0.25, lw=0.6, label="loss")
+    ax.plot(steps[k - 1:], smooth, lw=1.5, label=f"mean of {k}")
+    ax.set(xlabel="step", ylabel="loss", yscale="log", title=f"training loss ({png.parent.name})")
+    ax.legend()
+    fig.tight_layout()
+    tmp = png.with_name(png.stem + ".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, png)
+
+
+# -- the loop -------------------------------------------------------------------------------
+@dataclass
+class Loop:
+    """How long to train, how often to save, when to stop early."""
+
+    steps: int
+    ckpt_every: int = 100
+    max_minutes: float | None = None   # wall time of this process, then save and stop
+    desc: str = "train"
+
+
+OnSave = Callable[[int, float, bool], None]   # (steps done, training seconds, final) -> None
+
+
+class Trainer:
+    """One run's model, optimizer, optional EMA and state directory; ``run`` trains or resumes."""
+
+    def __init__(self, model: torch.nn.Module, opt: torch.optim.Optimizer, state_dir: str | Path,
+                 meta: dict[str, Any], ema: torch.nn.Module | None = None, ema_decay: float = 0.999,
+                 grad_clip: float = 1.0):
+        self.model, self.opt, self.ema, self.meta = model, opt, ema, meta
+        self.ema_decay, self.grad_clip = ema_decay, grad_clip
+        self.state_dir = Path(state_dir)
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.state_file = self.state_dir / STATE_FILE
+        self.loss_log = LossLog(self.state_dir / LOSS_FILE)
+
+    def resume(self) -> int:
+        """Load ``train_state.safetensors`` if there is one; returns the step to start from."""
+        start = 0
+        if self.state_file.exists():
+            start = load_state(load_file(str(self.state_file)), self.model, self.opt, self.ema)
+            log.info("resumed from %s at step %d", self.state_file, start)
+        self.loss_log.restart(start)
+        return start
+
+    def save(self, step: int, seconds: float = 0.0, final: bool = False, on_save: OnSave | None = None) -> None:
+        """Write the train state, then the trainer's own outputs (``on_save``), then ``loss.png``."""
+        atomic_save(state_tensors(self.model, self.opt, step, self.ema), self.state_file, self.meta)
+        if on_save is not None:
+            on_save(step, seconds, final)
+        plot_loss(self.loss_log.path, self.state_dir / LOSS_PNG)
+
+    def update(self, loss: torch.Tensor, lr: float, step: int) -> None:
+        """One optimizer step on ``loss`` at ``lr``: gradient clipping, AdamW, EMA."""
+        for group in self.opt.param_groups:
+            group["lr"] = lr
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+        self.opt.step()
+        if self.ema is not None:
+            ema_update(self.ema, self.model, step, self.ema_decay)
+
+    def run(self, loop: Loop, loss_at: Callable[[int], torch.Tensor], lr_at: Callable[[int], float],
+            on_save: OnSave | None = None, postfix: Callable[[], dict[str, str]] | None = None) -> int:
+        """Resume, then train steps up to ``loop.steps``; returns the number of steps done."""
+        start = self.resume()
+        t0 = time.time()
+        bar = tqdm(range(start, loop.steps), initial=start, total=loop.steps, desc=loop.desc, dynamic_ncols=True)
+        done = start
+        for step in bar:
+            loss = loss_at(step)
+            self.update(loss, lr_at(step), step)
+            value, seconds = loss.item(), self.loss_log.seconds0 + time.time() - t0
+            self.loss_log.append(step, value, seconds)
+            bar.set_postfix(loss=f"{value:.4f}", **(postfix() if postfix else {}))
+            done = step + 1
+            over = loop.max_minutes is not None and time.time() - t0 > 60 * loop.max_minutes
+            if done % loop.ckpt_every == 0 or done == loop.steps or over:
+                self.save(done, seconds, final=done == loop.steps or over, on_save=on_save)
+            if over:
+                log.info("stopping at step %d: max_minutes=%s reached", done, loop.max_minutes)
+                break
+        return done
