@@ -4,7 +4,7 @@ at the sampler's guided micro-batch shape (cond + uncond rows) with contiguous (
 and channels-last (NHWC, what ``Cascade.load`` uses, "after") weights and inputs, interleaved
 so both see the same machine load, and checks the outputs agree.
 
-    python benchmarks/memory_format.py [--threads 2] [--repeats 20]
+    python -m benchmarks.memory_format [--threads 2] [--repeats 20]   # or: python benchmarks/memory_format.py
 
 Writes ``benchmarks/memory_format.json``.
 """
@@ -16,12 +16,15 @@ import sys
 import time
 from pathlib import Path
 
-import torch
+if __name__ == "__main__" and not __package__:  # run as `python benchmarks/memory_format.py`: import from the repo root
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "benchmarks"))
+import torch  # noqa: E402
 
-from run import compose, forward_args, sampling_inputs, stage_forward_args  # noqa: E402
+from benchmarks.common import (REPO, compose, forward_args, guidance_settings, offline_env,  # noqa: E402
+                               sampling_inputs, stage_forward_args)
+from imagen.cascade import Cascade, StageConfig  # noqa: E402
+from imagen.text_encoder import TextEncoderConfig  # noqa: E402
 
 
 def time_forward(model: torch.nn.Module, args: tuple, kwargs: dict) -> float:
@@ -39,15 +42,13 @@ def to_format(obj, fmt: torch.memory_format):
 
 def main() -> int:
     a = forward_args()
-    from imagen.cascade import Cascade, StageConfig
-    from imagen.text_encoder import TextEncoderConfig
-
+    offline_env()
     cfg = compose(["model=imagen_base"])
     mb = int(cfg["sampler"]["micro_batch"])
     stages = [StageConfig(**st) for st in cfg["model"]["stages"]]
     cascade = Cascade.load(stages, TextEncoderConfig(**cfg["model"]["text_encoder"]), device="cpu",
                            allow_random=False)
-    tokens, mask, _, _ = sampling_inputs(cascade, mb, w=5.0)
+    tokens, mask, _, _ = sampling_inputs(cascade, mb, w=guidance_settings().w)
     out: dict = {"threads": torch.get_num_threads(), "micro_batch": mb, "repeats": a.repeats, "stages": {}}
     for st in cascade.stages:
         args, kwargs = stage_forward_args(st.cfg, tokens, mask, guided=True)

@@ -2,7 +2,8 @@
 with the reference and image caches filled (a repeat run) under cProfile, then once more with only the
 reference cache (the run's ``image_metrics.safetensors`` removed).
 
-    python benchmarks/profile_metrics.py RUN_DIR [--top 15] [--out benchmarks/profile_metrics.json]
+    python -m benchmarks.profile_metrics RUN_DIR [--top 15] [--out benchmarks/profile_metrics.json]
+    python benchmarks/profile_metrics.py RUN_DIR ...   # the same
 
 Prints both wall times and the functions with the most cumulative time in the repeat; with
 ``--out`` writes them as JSON. The run directory is copied first (score_run writes metrics.csv
@@ -13,7 +14,6 @@ from __future__ import annotations
 import argparse
 import cProfile
 import json
-import os
 import pstats
 import shutil
 import sys
@@ -21,10 +21,14 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+if __name__ == "__main__" and not __package__:  # run as `python benchmarks/profile_metrics.py`: import from the repo root
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
+import pandas as pd  # noqa: E402
+
+from bench.metrics.image_cache import FILE as IMAGE_CACHE  # noqa: E402
+from bench.metrics.score_run import MetricsConfig, score_run  # noqa: E402
+from benchmarks.common import REPO, offline_env  # noqa: E402
 
 
 def top_functions(prof: cProfile.Profile, top: int) -> list[dict]:
@@ -43,9 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--top", type=int, default=15)
     p.add_argument("--out", type=Path)
     a = p.parse_args(argv)
-    from bench.metrics.image_cache import FILE as IMAGE_CACHE
-    from bench.metrics.score_run import MetricsConfig, score_run
-
+    offline_env()
     work = Path(tempfile.mkdtemp(prefix="imagen-bench-profile-"))
     try:
         run = work / "run"
@@ -66,8 +68,6 @@ def main(argv: list[str] | None = None) -> int:
         ref_only = time.perf_counter() - t0
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    import pandas as pd
-
     images = len(pd.read_csv(a.run_dir / "manifest.csv"))
     result = {"run_dir": str(a.run_dir), "images": images, "first_s": first, "repeat_s": repeat,
               "repeat_speedup": first / repeat, "repeat_ref_cache_only_s": ref_only,

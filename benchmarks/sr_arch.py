@@ -3,10 +3,10 @@ channels at 64, 32, 16 px, blocks 1-2-3) against the shipped 4-level one (16, 32
 16, 8 px, blocks 1-2-3-4), which moves compute from the 64 px level to the low resolutions as the paper's
 Efficient U-Net does (appendix B.1). Times one forward at the sampler's guided micro-batch shape (cond +
 uncond rows, channels-last, as ``Cascade.sample`` runs it), the two interleaved so both see the same
-machine load, with FLOPs counted as ``benchmarks/run.py`` counts them. Random weights of each shape (speed
+machine load, with FLOPs counted as ``benchmarks.mfu`` counts them. Random weights of each shape (speed
 does not depend on the weights).
 
-    python benchmarks/sr_arch.py [--threads 2] [--repeats 20]
+    python -m benchmarks.sr_arch [--threads 2] [--repeats 20]   # or: python benchmarks/sr_arch.py
 
 Writes ``benchmarks/sr_arch.json``.
 """
@@ -18,12 +18,15 @@ import sys
 import time
 from pathlib import Path
 
-import torch
+if __name__ == "__main__" and not __package__:  # run as `python benchmarks/sr_arch.py`: import from the repo root
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "benchmarks"))
+import torch  # noqa: E402
 
-from run import compose, forward_args, forward_flops, randomised_stage, stage_forward_args  # noqa: E402
+from benchmarks.common import (REPO, compose, forward_args, offline_env, randomised_stage,  # noqa: E402
+                               stage_forward_args)
+from benchmarks.mfu import forward_flops  # noqa: E402
+from imagen.cascade import StageConfig  # noqa: E402
 
 BEFORE = {"image_size": 64, "lowres_size": 32, "channels": [32, 64, 128], "blocks": [1, 2, 3], "text_dim": 384,
           "heads": 4}
@@ -31,8 +34,7 @@ BEFORE = {"image_size": 64, "lowres_size": 32, "channels": [32, 64, 128], "block
 
 def main() -> int:
     a = forward_args()
-    from imagen.cascade import StageConfig
-
+    offline_env()
     cfg = compose(["model=imagen_base"])
     mb = int(cfg["sampler"]["micro_batch"])
     length = int(cfg["model"]["text_encoder"]["max_length"])
