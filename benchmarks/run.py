@@ -26,6 +26,7 @@ if __name__ == "__main__" and not __package__:  # run as `python benchmarks/run.
 
 import torch  # noqa: E402
 
+from benchmarks.adapter import measure_adapter  # noqa: E402
 from benchmarks.common import (QUICK_METRICS, REPO, Guidance, compose, cpu_seconds, guidance_settings,  # noqa: E402
                                load_cascade, log, machine_facts, offline_env, stage_files)
 from benchmarks.features import measure_feature_throughput  # noqa: E402
@@ -36,7 +37,7 @@ from benchmarks.ref_cache import measure_ref_cache  # noqa: E402
 from benchmarks.sweep import measure_sweep  # noqa: E402
 
 HEADLINE = ("quick", "mfu", "sweep_batching_gain", "speedup_vs_imagen_pytorch", "ref_stats_cache_speedup",
-            "feature_extraction_speedup_vs_torchmetrics")
+            "feature_extraction_speedup_vs_torchmetrics", "diffusers_adapter_overhead")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -107,11 +108,14 @@ def measure_all(results: dict[str, Any], work: Path, size: dict[str, Any], defau
     feats = measure_feature_throughput(cascade.image_size, size["feat_n"], int(defaults["metrics"]["batch_size"]),
                                        size["repeats"])
     results["feature_extraction_speedup_vs_torchmetrics"] = feats["speedup"]
+    log("diffusers adapter vs direct pipeline calls")
+    adapter = measure_adapter(work / "adapter", rounds=2 if results["quick"] else 4)
+    results["diffusers_adapter_overhead"] = adapter["overhead"]
     log("profile")
     results["profile_top_ops"] = profile_sampling(cascade, size["micro_batch"], size["profile_steps"],
                                                   size["sr_weight"], w=guide.w, kind=kind,
                                                   thresholding=guide.thresholding, percentile=guide.percentile)
-    results["details"] = {**details, "ref_stats_cache": ref, "feature_extraction": feats}
+    results["details"] = {**details, "ref_stats_cache": ref, "feature_extraction": feats, "diffusers_adapter": adapter}
 
 
 def write_results(results: dict[str, Any], out: Path, wall: float, cpu_s: float, threads: int) -> None:

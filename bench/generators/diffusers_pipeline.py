@@ -10,6 +10,8 @@ A DeepFloyd IF cascade (the open Imagen-style model) is ``model.path=[STAGE1_DIR
 ``IFPipeline`` makes the low-resolution image, ``IFSuperResolutionPipeline`` upsamples it with
 ``sampler.sr_steps`` steps at ``guidance.sr_weight`` (null: the same w) and noise level
 ``model.sr_noise_level`` (IF's default 250 of 1000: noise conditioning augmentation, paper 2.5).
+Prompts reach IF as written (``clean_caption=False``: IF's optional caption cleaning depends on
+which packages are installed, so it would make images depend on the environment).
 """
 from __future__ import annotations
 
@@ -163,11 +165,12 @@ class DiffusersGenerator:
                  common: dict[str, Any]) -> np.ndarray:
         """IF: stage 1 at w (its [-1, 1] output as a tensor), stage 2 at sr_weight with its own seeds."""
         first, second = self.stages
-        low = first(prompt=prompts, negative_prompt=neg, output_type="pt", **common).images
+        low = first(prompt=prompts, negative_prompt=neg, output_type="pt", clean_caption=False, **common).images
         w2 = w if self.s.sr_weight is None else self.s.sr_weight
         text: dict[str, Any] = {"prompt": prompts, "negative_prompt": neg}
         if getattr(second, "text_encoder", None) is None:  # IF stage II ships without T5: stage I encodes
-            emb, neg_emb = first.encode_prompt(prompts, do_classifier_free_guidance=w2 > 1, negative_prompt=neg)
+            emb, neg_emb = first.encode_prompt(prompts, do_classifier_free_guidance=w2 > 1, negative_prompt=neg,
+                                               clean_caption=False)
             text = {"prompt_embeds": emb, "negative_prompt_embeds": neg_emb}
         out = second(image=low, guidance_scale=w2, num_inference_steps=self.s.sr_steps or self.s.steps,
                      generator=_generators([_stage_seed(s, 1) for s in seeds]), noise_level=self.s.sr_noise_level,
