@@ -6,6 +6,8 @@ Per guidance weight, from the exact scorer (``bench.shapes.detect.score``) on ev
 the run (its verdicts read from the metric phase's ``image_metrics.safetensors`` where the image
 and scene are unchanged) and from the run's ``metrics.csv``:
 
+- ``colors``: the DrawBench-style Colors category (one or two objects, each colour bound to its
+  shape), exact detector;
 - ``color_single``: colour accuracy on single-object Colors prompts (the requested colour is
   present); ``color_exact_single``: the object has the right colour *and* shape, nothing extra;
 - ``counting``: Counting prompts with exactly the requested number of objects of that kind;
@@ -14,7 +16,7 @@ and scene are unchanged) and from the run's ``metrics.csv``:
   independent real sets of the same size) with ``fd_ratio = fd / fd_real``.
 
 The targets (``TARGETS``) are checked at the best weight, the one with the highest alignment,
-and "alignment at w = 5 above w = 1" across weights.
+and "alignment at w = 5 at least that at w = 1" across weights.
 """
 from __future__ import annotations
 
@@ -32,8 +34,8 @@ from bench.shapes import detect
 from bench.shapes.detect import score
 from bench.shapes.scene import Scene
 
-TARGETS = {"color_single": 0.90, "counting": 0.60, "positional": 0.60}
-FD_RATIO_MAX = 3.0
+TARGETS = {"colors": 0.90, "counting": 0.80, "positional": 0.60}
+FD_RATIO_MAX = 1.5
 
 
 def per_image(run_dir: Path) -> pd.DataFrame:
@@ -61,6 +63,7 @@ def targets_table(run_dir: Path) -> pd.DataFrame:
     img = per_image(run_dir)
     single = img[(img.category == "Colors") & (img.num_objects == 1)]
     out = pd.DataFrame({
+        "colors": img[img.category == "Colors"].groupby("guidance_weight")["correct"].mean(),
         "color_single": single.groupby("guidance_weight")["color_correct"].mean(),
         "color_exact_single": single.groupby("guidance_weight")["correct"].mean(),
         "counting": img[img.category == "Counting"].groupby("guidance_weight")["correct"].mean(),
@@ -92,11 +95,11 @@ def verdicts(table: pd.DataFrame) -> list[str]:
         lines.append(f"  {col:<13} {best[col]:.3f}  target >= {goal:.2f}  {'met' if ok else 'NOT met'}")
     if "fd_ratio" in best:
         ok = best["fd_ratio"] <= FD_RATIO_MAX
-        lines.append(f"  fd / fd_real  {best['fd_ratio']:.2f}   target <= {FD_RATIO_MAX:.0f}     {'met' if ok else 'NOT met'}")
+        lines.append(f"  fd / fd_real  {best['fd_ratio']:.2f}   target <= {FD_RATIO_MAX:.1f}   {'met' if ok else 'NOT met'}")
     by_w = table.set_index("guidance_weight")
     if "alignment" in by_w and {1.0, 5.0} <= set(by_w.index):
         a1, a5 = by_w.loc[1.0, "alignment"], by_w.loc[5.0, "alignment"]
-        lines.append(f"  alignment w=5 {a5:.3f} vs w=1 {a1:.3f}  target: higher  {'met' if a5 > a1 else 'NOT met'}")
+        lines.append(f"  alignment w=5 {a5:.3f} vs w=1 {a1:.3f}  target: at least w=1  {'met' if a5 >= a1 else 'NOT met'}")
     return lines
 
 

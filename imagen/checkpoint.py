@@ -23,9 +23,14 @@ class CheckpointError(RuntimeError):
     pass
 
 
+# base-stage arch keys that files written by earlier versions carry, always at these inert values
+LEGACY_BASE_KEYS = {"cond_channels": 0, "aug_level_embedding": False, "extra": {}}
+
+
 def build_stage(kind: str, arch: dict[str, Any]) -> torch.nn.Module:
     """``kind`` is 'base' (BaseUNet) or 'sr' (EfficientUNet)."""
-    fix = {k: tuple(v) if isinstance(v, list) else v for k, v in arch.items()}
+    fix = {k: tuple(v) if isinstance(v, list) else v for k, v in arch.items()
+           if not (kind == "base" and k in LEGACY_BASE_KEYS and v == LEGACY_BASE_KEYS[k])}
     if kind == "base":
         return BaseUNet(UNetConfig(**fix))
     if kind == "sr":

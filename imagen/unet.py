@@ -7,7 +7,7 @@ timestep embedding. Classifier-free guidance needs an unconditional model too: r
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -26,11 +26,6 @@ class UNetConfig:
     text_dim: int = 384
     heads: int = 4
     self_attention: bool = False
-    # set by super-resolution stages: channels of the low-res conditioning image
-    cond_channels: int = 0
-    # super-resolution stages feed the noise-augmentation level through a second embedding
-    aug_level_embedding: bool = False
-    extra: dict = field(default_factory=dict)
 
 
 def null_text_tokens(model: nn.Module, tokens: torch.Tensor, mask: torch.Tensor,
@@ -56,10 +51,9 @@ class BaseUNet(nn.Module):
         ch = cfg.channels
         emb_dim = 4 * ch[0]
         self.time = TimeEmbedding(ch[0], emb_dim)
-        self.aug_time = TimeEmbedding(ch[0], emb_dim) if cfg.aug_level_embedding else None
         self.text = TextConditioning(cfg.text_dim, ch[-1], emb_dim)
         self.null_token = nn.Parameter(torch.randn(1, 1, cfg.text_dim) * 0.02)
-        self.stem = nn.Conv2d(cfg.in_channels + cfg.cond_channels, ch[0], 3, padding=1)
+        self.stem = nn.Conv2d(cfg.in_channels, ch[0], 3, padding=1)
 
         self.down = nn.ModuleList()
         skip_ch = [ch[0]]
@@ -103,15 +97,10 @@ class BaseUNet(nn.Module):
         return h
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor,
-                drop_text: torch.Tensor | None = None, lowres: torch.Tensor | None = None,
-                aug_level: torch.Tensor | None = None) -> torch.Tensor:
+                drop_text: torch.Tensor | None = None) -> torch.Tensor:
         tokens, mask = null_text_tokens(self, tokens, mask, drop_text)
         ctx, pooled = self.text(tokens, mask)
         emb = self.time(t) + pooled
-        if self.aug_time is not None:
-            emb = emb + self.aug_time(aug_level)
-        if lowres is not None:
-            x_t = torch.cat([x_t, lowres], dim=1)
         h = self.stem(x_t)
         skips = [h]
         for block in self.down:

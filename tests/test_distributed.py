@@ -18,7 +18,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from bench.distributed import Dist, DistributedError, default_threads
 from bench.metrics.score_run import shard_indices

@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 import yaml
 
 from bench.regress import (BaselineMismatch, RegressError, ToleranceRule, compare, failures,

@@ -44,8 +44,8 @@ def rendered_run(run_dir: Path, swap_positional: bool, per_category: int = 12) -
 def test_real_renders_meet_every_target_and_a_broken_relation_is_seen(tmp_path, capsys):
     run = rendered_run(tmp_path / "run", swap_positional=True)
     table = targets_table(run).set_index("guidance_weight")
-    assert (table.loc[5.0, ["color_single", "color_exact_single", "counting", "positional"]] == 1.0).all()
-    assert (table.loc[1.0, ["color_single", "counting"]] == 1.0).all()
+    assert (table.loc[5.0, ["colors", "color_single", "color_exact_single", "counting", "positional"]] == 1.0).all()
+    assert (table.loc[1.0, ["colors", "color_single", "counting"]] == 1.0).all()
     assert table.loc[1.0, "positional"] == 0.0  # every relation reversed
     assert table.loc[1.0, "n_images"] == 36
     lines = verdicts(table.reset_index())
@@ -85,7 +85,7 @@ def test_verdicts_of_the_metric_phase_are_read_not_detected_again(tmp_path, monk
         return real(image, scene)
 
     monkeypatch.setattr(targets, "score", counted)
-    cols = ["color_single", "color_exact_single", "counting", "positional", "n_images"]
+    cols = ["colors", "color_single", "color_exact_single", "counting", "positional", "n_images"]
     pd.testing.assert_frame_equal(targets_table(run)[cols], expected[cols])
     assert calls == []
     man = pd.read_csv(run / "manifest.csv", keep_default_na=False)

@@ -200,6 +200,8 @@ def summary_line(cfg: dict[str, Any]) -> str:
     if not cfg:
         return ""
     m, p, s, g = (cfg.get(k) or {} for k in ("model", "prompts", "sampler", "guidance"))
+    if not m and not s:  # scored from a folder of images (bench.score): no model or sampler of ours
+        return f"images from {cfg.get('images', '?')}; prompts {p.get('name', '?')} (limit {p.get('limit')})"
     return (f"model {m.get('name', '?')}; prompts {p.get('name', '?')} (limit {p.get('limit')}); "
             f"sampler {s.get('kind', '?')}, {s.get('steps')} + {s.get('sr_steps')} steps, aug_level "
             f"{s.get('aug_level')}; guidance w = {g.get('weights')}, thresholding {g.get('thresholding')} "
@@ -210,7 +212,7 @@ def report_blocks(run_dir: Path, info: dict[str, Any] | None, metrics: pd.DataFr
                   plots: dict[str, Path], max_prompts: int = 8) -> list[Block]:
     cfg = read_config(run_dir)
     out: list[Block] = [("h1", f"Run report: {run_dir.name}"), ("p", f"Run directory: {run_dir}")]
-    if (run_dir / "RANDOM_WEIGHTS.txt").is_file() or (info or {}).get("random_weights"):
+    if (run_dir / rundir.RANDOM_WEIGHTS).is_file() or (info or {}).get("random_weights"):
         out.append(("warn", "RANDOM WEIGHTS: at least one cascade stage had no checkpoint. These images and "
                             "metrics say nothing about a trained model."))
     if cfg:
