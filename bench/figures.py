@@ -2,14 +2,16 @@
 
     python -m bench.figures figure=NAME [run.model=imagen_base out_dir=DIR figure.size.prompts=N ...]
 
-NAME is a file in ``conf/figure/``: guidance, thresholding, aug_level, text_encoder. A figure
+NAME is a file in ``conf/figure/``: guidance, thresholding, aug_level, text_encoder, sampler_steps. A figure
 is a list of variants (run-config overrides); each variant is one ``bench.run.run`` sweep over
 the guidance weights, in ``OUT/runs/<variant>/`` (a full run directory with its own report).
 Rerunning reuses finished variants and, inside an unfinished one, finished images; a variant
 directory made with other checkpoint files is refused (sha256 recorded), never mixed. Then:
 
 - ``OUT/NAME.png`` / ``.svg``: FD-vs-CLIP Pareto curves (one per variant) and FD, CLIP score
-  and exact alignment against w, panels without values left out;
+  and exact alignment against w, panels without values left out; a figure with ``x_axis: steps``
+  (sampler_steps) draws exact alignment, CLIP score and FD against each variant's ``sampler.steps``
+  instead, one line per sampler kind, one panel per metric and w;
 - ``OUT/NAME_samples.png``: the first prompts' images across w, one row per variant;
 - ``OUT/NAME.csv``: every metrics row of every variant, with the variant's label, note and
   overrides, its run directory and wall time;
@@ -28,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import hydra
+import numpy as np
 import pandas as pd
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
@@ -37,8 +40,8 @@ from omegaconf import DictConfig, OmegaConf
 from bench import rundir
 from bench.compare import show
 from bench.report.grid import draw_grid, grid_rows, wrap_caption
-from bench.report.pareto import (AXIS_NAMES, Curve, category_rows, draw_pareto, draw_vs_w, has_values, n_text,
-                                 save_figure)
+from bench.report.pareto import (AXIS_NAMES, Curve, axis_label, category_rows, draw_pareto, draw_vs_w, has_values,
+                                 n_text, save_figure)
 from bench.report.report import md_escape
 from bench.run import RunConfigMismatch, run
 from imagen.cascade import resolve_path
@@ -46,7 +49,9 @@ from imagen.cascade import resolve_path
 log = logging.getLogger(__name__)
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 DONE_FILE = "figure_variant.json"
-FIGURE_KEYS = {"name", "title", "paper", "expect", "note", "size", "variants", "control"}
+FIGURE_KEYS = {"name", "title", "paper", "expect", "note", "size", "variants", "control", "x_axis"}
+REF_STEPS = 25 + 20  # base + SR steps per image at which ``sec_per_image`` (conf/figures.yaml) is stated
+SAMPLER_NAMES = {"ddim": "DDIM", "ddpm": "DDPM (ancestral)", "dpmpp_2m": "DPM-Solver++(2M)"}
 
 
 class FigureError(RuntimeError):
@@ -69,7 +74,7 @@ class Variant:
 class FigureSize:
     prompts: int
     weights: list[float]
-    steps: int
+    steps: int | None                         # None: each variant sets sampler.steps (x_axis: steps)
     sr_steps: int | None = None
 
 
@@ -84,6 +89,7 @@ class FigureSpec:
     size: FigureSize
     variants: list[Variant]
     note: str = ""
+    x_axis: str = "w"                         # w: metrics against w; steps: against each variant's sampler.steps
     model: str = "imagen_base"
     metrics: str = "default"
     prompts: str = "shapes"
@@ -109,9 +115,12 @@ class FigureSpec:
                               "checkpoints, optional}])") from None
         if not variants:
             raise FigureError(f"conf/figure/{figure['name']}.yaml: no variants")
+        x_axis = str(figure.get("x_axis") or "w")
+        if x_axis not in ("w", "steps"):
+            raise FigureError(f"conf/figure/{figure['name']}.yaml: x_axis {x_axis!r}: expected w or steps")
         extra = {k: top[k] for k in ("model", "metrics", "prompts", "seed", "threads") if top.get(k) is not None}
         return cls(name=figure["name"], title=figure["title"], paper=figure["paper"], expect=figure["expect"],
-                   note=figure.get("note") or "", size=size, variants=variants,
+                   note=figure.get("note") or "", size=size, variants=variants, x_axis=x_axis,
                    overrides=[str(o) for o in top.get("overrides") or []], **extra)
 
 
@@ -128,9 +137,9 @@ def variant_overrides(spec: FigureSpec, v: Variant) -> list[str]:
     """The run-config overrides of one variant: model and size, user overrides, the variant's own."""
     s = spec.size
     out = [f"model={v.model or spec.model}", f"metrics={spec.metrics}", f"prompts={spec.prompts}",
-           f"prompts.limit={int(s.prompts)}", f"guidance.weights={show([float(w) for w in s.weights])}",
-           f"sampler.steps={int(s.steps)}", f"sampler.sr_steps={show(s.sr_steps)}", f"seed={int(spec.seed)}",
-           f"threads={int(spec.threads)}"]
+           f"prompts.limit={int(s.prompts)}", f"guidance.weights={show([float(w) for w in s.weights])}"]
+    out += [f"sampler.steps={int(s.steps)}"] if s.steps is not None else []
+    out += [f"sampler.sr_steps={show(s.sr_steps)}", f"seed={int(spec.seed)}", f"threads={int(spec.threads)}"]
     out += spec.overrides + list(v.overrides)
     out += [f"model.stages.{i}.checkpoint={_quote(str(c))}" for i, c in sorted(v.checkpoints.items()) if c]
     return out
@@ -214,6 +223,20 @@ def num_images(spec: FigureSpec) -> int:
     return len(plan(spec)) * int(spec.size.prompts) * len(spec.size.weights)
 
 
+def steps_per_image(cfg: dict[str, Any]) -> tuple[int, int]:
+    """(base, SR) steps per image of a composed run config; SR steps count only when the model has an SR stage."""
+    s = cfg["sampler"]
+    n_sr = max(len(cfg["model"].get("stages") or [None]) - 1, 0)
+    return int(s["steps"]), n_sr * int(s.get("sr_steps") or s["steps"])
+
+
+def image_steps(spec: FigureSpec, compose: Callable[[Sequence[str]], dict[str, Any]] = compose_run_config) -> int:
+    """Sampler steps the figure takes, summed over its images (base + SR steps of each variant's config): the
+    time estimate is this times ``sec_per_image / REF_STEPS``."""
+    per_variant = int(spec.size.prompts) * len(spec.size.weights)
+    return sum(per_variant * sum(steps_per_image(compose(o))) for _, o in plan(spec))
+
+
 def make_figure(spec: FigureSpec, out_dir: str | os.PathLike,
                 compose: Callable[[Sequence[str]], dict[str, Any]] = compose_run_config) -> dict[str, Path]:
     """Run every variant (resuming), then write ``NAME.png``/``.svg``, ``NAME.csv`` and ``README.md``."""
@@ -241,7 +264,7 @@ def make_figure(spec: FigureSpec, out_dir: str | os.PathLike,
     png = figure_plot(spec, results, out / f"{spec.name}.png", out / f"{spec.name}.svg")
     if png is not None:
         paths["png"], paths["svg"] = png, out / f"{spec.name}.svg"
-    samples = samples_plot(spec, results, out / f"{spec.name}_samples.png")
+    samples = samples_plot(spec, results, out / f"{spec.name}_samples.png", 1 if spec.x_axis == "steps" else 2)
     if samples is not None:
         paths["samples"] = samples
     wall = time.time() - t0
@@ -261,14 +284,18 @@ def figure_table(spec: FigureSpec, results: Sequence[VariantResult]) -> pd.DataF
         front = pd.DataFrame({"figure": spec.name, "variant": i, "label": r.variant.label,
                               "note": r.variant.note or spec.note, "overrides": " ".join(r.overrides),
                               "run_dir": str(r.run_dir), "wall_time_s": round(r.wall_time_s, 1),
+                              "sampler": r.config.get("sampler", {}).get("kind"),
+                              "steps": r.config.get("sampler", {}).get("steps"),
                               "random_weights": bool(r.info.get("random_weights", False))}, index=range(len(m)))
         frames.append(pd.concat([front, m.reset_index(drop=True)], axis=1))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
 def figure_plot(spec: FigureSpec, results: Sequence[VariantResult], png: Path, svg: Path | None = None) -> Path | None:
-    """Pareto (FD vs CLIP score) and metric-vs-w panels; panels without values are left out.
-    None (and no file) when no variant has any metric value."""
+    """Pareto (FD vs CLIP score) and metric-vs-w panels (metric-vs-steps for ``x_axis: steps``); panels
+    without values are left out. None (and no file) when no variant has any metric value."""
+    if spec.x_axis == "steps":
+        return steps_plot(spec, results, png, svg)
 
     curves = [Curve(r.variant.label, category_rows(r.metrics, "all")) for r in results if r.metrics is not None]
     tables = [c.table for c in curves]
@@ -306,6 +333,68 @@ def figure_plot(spec: FigureSpec, results: Sequence[VariantResult], png: Path, s
     return png
 
 
+def steps_table(results: Sequence[VariantResult]) -> pd.DataFrame:
+    """The ``all`` rows of every variant with its sampler kind and steps (x_axis: steps), sorted by steps."""
+    frames = []
+    for r in results:
+        if r.metrics is not None:
+            t = category_rows(r.metrics, "all").copy()
+            t["sampler"], t["steps"] = str(r.config["sampler"]["kind"]), int(r.config["sampler"]["steps"])
+            frames.append(t)
+    return pd.concat(frames, ignore_index=True).sort_values("steps") if frames else pd.DataFrame()
+
+
+def draw_vs_steps(ax: Any, table: pd.DataFrame, column: str) -> None:
+    """``column`` against sampler steps, one line per sampler kind, CI band where computed."""
+    steps = sorted({int(x) for x in table["steps"]})
+    for i, (kind, t) in enumerate(table.groupby("sampler", sort=True)):
+        t = t[np.isfinite(t[column].to_numpy(float))]
+        if t.empty:
+            continue
+        x, color = t["steps"].to_numpy(float), f"C{i % 10}"
+        ax.plot(x, t[column].to_numpy(float), "-o", color=color, ms=4, lw=1.5, label=SAMPLER_NAMES.get(kind, kind))
+        lo, hi = f"{column}_ci_low", f"{column}_ci_high"
+        if lo in t.columns and hi in t.columns:
+            l, h = t[lo].to_numpy(float), t[hi].to_numpy(float)
+            m = np.isfinite(l) & np.isfinite(h)
+            if m.any():
+                ax.fill_between(x[m], l[m], h[m], color=color, alpha=0.15, lw=0)
+    ax.set_xscale("log")
+    ax.set_xticks(steps, [str(n) for n in steps])
+    ax.minorticks_off()
+    ax.set_xlabel("sampler steps per stage (model evaluations)", fontsize=8)
+    ax.set_ylabel(axis_label(column, [table]), fontsize=8)
+    ax.grid(alpha=0.3)
+
+
+def steps_plot(spec: FigureSpec, results: Sequence[VariantResult], png: Path, svg: Path | None = None) -> Path | None:
+    """Exact alignment, CLIP score and FD (rows) against steps at each w (columns), one line per sampler.
+    None (and no file) when no variant has any metric value."""
+    table = steps_table(results)
+    metrics = [c for c in ("alignment", "clip_score", "fd") if not table.empty and has_values(table, c)]
+    if not metrics:
+        for p in (png, svg):
+            if p is not None:
+                Path(p).unlink(missing_ok=True)
+        return None
+    weights = sorted({float(w) for w in table["guidance_weight"]})
+    fig = Figure(figsize=(4.6 * len(weights), 3.6 * len(metrics) + 0.9))
+    for r, column in enumerate(metrics):
+        for c, w in enumerate(weights):
+            ax = fig.add_subplot(len(metrics), len(weights), r * len(weights) + c + 1)
+            draw_vs_steps(ax, table[table["guidance_weight"].astype(float) == w], column)
+            if column == "alignment":
+                ax.set_ylim(-0.02, 1.02)
+            ax.set_title(f"{AXIS_NAMES[column]}, w = {w:g}{' (no guidance)' if w == 1 else ''}", fontsize=9)
+            ax.legend(fontsize=7, loc="best")
+    random = any(r.info.get("random_weights") for r in results)
+    fig.suptitle(f"{spec.title} ({n_text([table])}){' - RANDOM WEIGHTS' if random else ''}\n{spec.paper}",
+                 fontsize=10, parse_math=False)
+    fig.tight_layout(rect=(0, 0, 1, 0.96))
+    save_figure(fig, png, svg)
+    return png
+
+
 def samples_plot(spec: FigureSpec, results: Sequence[VariantResult], png: Path, n_prompts: int = 2) -> Path | None:
     """The first prompts' images across w, one row per (prompt, variant): the same seed in every cell of
     a prompt's rows, so rows differ only by the variant's setting."""
@@ -336,8 +425,10 @@ def write_readme(spec: FigureSpec, results: Sequence[VariantResult], skipped: Se
     if any(r.info.get("random_weights") for r in results):
         lines += ["> **RANDOM WEIGHTS: at least one variant ran without a trained checkpoint; its curve says nothing "
                   "about a trained model.**", ""]
+    steps = (f"{s.steps} base + {show(s.sr_steps)} SR" if s.steps is not None else
+             f"each variant's own base + {'the same' if s.sr_steps is None else s.sr_steps} SR")
     lines += [f"Size: {s.prompts} prompts ({md_escape(spec.prompts)}), w = {md_escape(show(list(s.weights)))}, "
-              f"{s.steps} base + {show(s.sr_steps)} SR sampler steps, model {md_escape(spec.model)}, metrics "
+              f"{steps} sampler steps, model {md_escape(spec.model)}, metrics "
               f"{md_escape(spec.metrics)}, seed {spec.seed}. Wall time of this invocation: {wall / 60:.1f} min "
               "(variants reused from an earlier invocation count their original time below).", "",
              "| variant | note | images | wall time (s) | run directory |", "|---|---|---|---|---|"]
@@ -360,9 +451,10 @@ def main() -> None:
         d = OmegaConf.to_container(cfg, resolve=True)
         spec = FigureSpec.from_dict(d["figure"], d["run"])
         n = num_images(spec)
-        est = n * float(d["sec_per_image"]) / 60
+        est = image_steps(spec) * float(d["sec_per_image"]) / REF_STEPS / 60
         print(f"figure {spec.name}: {len(plan(spec))} variant(s), {n} images; estimate about {est:.0f} min at "
-              f"{d['sec_per_image']} s per image (sec_per_image=...)", flush=True)
+              f"{d['sec_per_image']} s per image of {REF_STEPS} sampler steps (sec_per_image=...), scaled by each "
+              "variant's base + SR steps; metrics not included", flush=True)
         for v, o in plan(spec):
             print(f"  {v.label}: {' '.join(o)}")
         if d.get("dry_run"):

@@ -27,6 +27,7 @@ from imagen.checkpoint import CheckpointError, build_stage, load_stage, save_sta
 from imagen.text_encoder import TextEncoderConfig
 
 REPO = Path(__file__).resolve().parents[1]
+CPU_FEATURES = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")  # what fp32 / bf16 peaks depend on
 QUICK_METRICS = {"ref_n": 200, "bootstrap": 100, "fd_bootstrap": 10, "kid_subsets": 10}  # --quick metric settings
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
 
@@ -83,12 +84,36 @@ def cpu_model() -> str:
     return ""
 
 
+def cpuinfo_field(name: str, text: str | None = None) -> list[str]:
+    """Every value of ``name`` in /proc/cpuinfo (one per logical CPU); [] where it cannot be read."""
+    try:
+        text = Path("/proc/cpuinfo").read_text() if text is None else text
+    except OSError:
+        return []
+    return [line.split(":", 1)[1].strip() for line in text.splitlines()
+            if ":" in line and line.split(":", 1)[0].strip() == name]
+
+
+def cpu_features(text: str | None = None) -> dict[str, bool]:
+    """The CPU flags of ``CPU_FEATURES`` (from /proc/cpuinfo ``flags``; all False where unreadable)."""
+    flags = set((cpuinfo_field("flags", text) or [""])[0].split())
+    return {f: f in flags for f in CPU_FEATURES}
+
+
+def bf16_support(features: dict[str, bool]) -> str:
+    if features.get("amx_bf16") or features.get("avx512_bf16"):
+        return "native (avx512_bf16 / amx_bf16); the benchmark still samples in fp32"
+    return "emulated (no avx512_bf16 / amx_bf16): bf16 would be slower than fp32 here; not used"
+
+
 def machine_facts() -> dict[str, Any]:
     try:
         usable = len(os.sched_getaffinity(0))
     except AttributeError:
         usable = os.cpu_count()
+    features = cpu_features()
     return {"cpu_count": os.cpu_count(), "cpus_usable": usable, "cpu_model": cpu_model(),
+            "cpu_features": features, "bf16": bf16_support(features),
             "torch_threads": torch.get_num_threads(), "torch_version": torch.__version__,
             "mkldnn": torch.backends.mkldnn.is_available(), "python": platform.python_version(),
             "platform": platform.platform(), "git_revision": git_revision(REPO),

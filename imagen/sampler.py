@@ -3,7 +3,8 @@
 DDIM (eta = 0, Song et al. 2021) or ancestral DDPM steps over an evenly spaced grid of
 continuous times 1 = t_0 > t_1 > ... > t_N = 0, with classifier-free guidance
 (``imagen.guidance.guide``) and static or dynamic thresholding of x0_pred
-(``imagen.thresholding``) at every step.
+(``imagen.thresholding``) at every step. ``kind="dpmpp_2m"`` hands the same arguments to the
+multistep DPM-Solver++(2M) of ``imagen.dpm_solver`` (same grid, guidance and thresholding).
 """
 from __future__ import annotations
 
@@ -11,15 +12,12 @@ from typing import Callable, Literal, Sequence
 
 import torch
 
+from .dpm_solver import sample_dpmpp_2m
 from .guidance import guide
 from .schedule import Prediction, alpha_sigma, to_x0_eps
 from .thresholding import Thresholding, threshold
 
-SamplerKind = Literal["ddim", "ddpm"]
-
-
-def _bc(a: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    return a.view(-1, *([1] * (x.ndim - 1)))
+SamplerKind = Literal["ddim", "ddpm", "dpmpp_2m"]
 
 
 def per_row_randn(generators: Sequence[torch.Generator], shape: Sequence[int], device) -> torch.Tensor:
@@ -53,6 +51,12 @@ def sample(
     """
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
+    if kind == "dpmpp_2m":
+        return sample_dpmpp_2m(model, x_T, tokens, mask, w, steps=steps, prediction=prediction,
+                               thresholding=thresholding, percentile=percentile, lowres=lowres,
+                               aug_level=aug_level, on_step=on_step)
+    if kind not in ("ddim", "ddpm"):
+        raise ValueError(f"unknown sampler kind {kind!r}: expected ddim, ddpm or dpmpp_2m")
     if kind == "ddpm" and generators is None:
         raise ValueError("ddpm sampling needs one generator per row")
     b = x_T.shape[0]

@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from bench.figures import FigureError, FigureSpec, compose_run_config, make_figure, num_images, plan
+from bench.figures import (REF_STEPS, FigureError, FigureSpec, Variant, VariantResult, compose_run_config,
+                           figure_plot, image_steps, make_figure, num_images, plan, steps_table)
 
 import metrics_support  # shared stand-ins; tests/ is on sys.path (not a package)
 from conftest import resolved  # the shared Hydra compose helper
@@ -28,7 +29,7 @@ def _figure(name: str, overrides: list[str] = ()) -> FigureSpec:
 
 
 def test_required_figures_exist():
-    assert {"guidance", "thresholding", "aug_level", "text_encoder"} <= set(FIGURES)
+    assert {"guidance", "thresholding", "aug_level", "text_encoder", "sampler_steps"} <= set(FIGURES)
 
 
 @pytest.mark.parametrize("name", FIGURES)
@@ -40,13 +41,22 @@ def test_figure_config_composes_into_run_configs_within_budget(name):
     for v, cfg in runs:
         assert cfg["model"]["name"] == "imagen_base" and cfg["prompts"]["limit"] == spec.size.prompts
         assert cfg["guidance"]["weights"] == [float(w) for w in spec.size.weights]
-        assert cfg["sampler"]["steps"] == spec.size.steps and cfg["metrics"]["enabled"] is True
-    # the default size finishes within the 30-minute budget, with room left for metrics
-    assert num_images(spec) * SEC_PER_IMAGE <= BUDGET_S - 5 * 60, num_images(spec)
+        assert spec.size.steps is None or cfg["sampler"]["steps"] == spec.size.steps
+        assert cfg["metrics"]["enabled"] is True
+    # the default size finishes within the 30-minute budget, with room left for metrics (the estimate scales
+    # SEC_PER_IMAGE, stated at 25 + 20 steps, by each variant's base + SR steps)
+    assert image_steps(spec) * SEC_PER_IMAGE / REF_STEPS <= BUDGET_S - 5 * 60, image_steps(spec)
+    if spec.size.steps == 25 and spec.size.sr_steps == 20:
+        assert image_steps(spec) == num_images(spec) * REF_STEPS
     if name == "thresholding":
         assert [c["guidance"]["thresholding"] for _, c in runs] == ["none", "static", "dynamic"]
     if name == "aug_level":
         assert [c["sampler"]["aug_level"] for _, c in runs] == [0.0, 0.1, 0.25, 0.5]
+    if name == "sampler_steps":
+        assert spec.x_axis == "steps" and [float(w) for w in spec.size.weights] == [1.0, 3.0, 5.0]
+        assert sorted((c["sampler"]["kind"], c["sampler"]["steps"]) for _, c in runs) == sorted(
+            (k, n) for k in ("ddim", "ddpm", "dpmpp_2m") for n in (5, 10, 15, 25, 50))
+        assert all(c["sampler"]["sr_steps"] is None for _, c in runs)  # SR stage at the same steps
     if name == "guidance":
         assert len(runs) == 1 and min(spec.size.weights) == 1 and max(spec.size.weights) >= 7.5
 
@@ -74,6 +84,34 @@ def test_unknown_figure_keys_are_named():
     with pytest.raises(FigureError, match="conf/figure/x.yaml"):
         FigureSpec.from_dict({"name": "x", "title": "", "paper": "", "expect": "",
                               "size": {"prompts": 1, "weights": [1], "steps": 1}, "variants": [{"lable": "a"}]})
+
+
+def _fake_result(kind: str, steps: int, tmp: Path) -> VariantResult:
+    rows = []
+    for w in (1.0, 3.0):
+        for cat in ("all", "Colors"):
+            v = 100.0 / steps + w
+            rows.append({"guidance_weight": w, "category": cat, "num_images": 4, "fd": v, "fd_ci_low": v - 1,
+                         "fd_ci_high": v + 1, "fd_extractor": "x", "clip_score": 20 + steps / 10, "clip_model": "m",
+                         "alignment": min(steps / 50, 1.0)})
+    cfg = {"sampler": {"kind": kind, "steps": steps, "sr_steps": None}}
+    return VariantResult(Variant(f"{kind} {steps}"), tmp, cfg, [], pd.DataFrame(rows), 1.0, False, {})
+
+
+def test_sampler_steps_plot_draws_metrics_against_steps(tmp_path):
+    spec = _figure("sampler_steps")
+    results = [_fake_result(k, n, tmp_path) for k in ("ddim", "dpmpp_2m") for n in (25, 5, 10)]
+    table = steps_table(results)
+    assert len(table) == 12 and set(table["category"]) == {"all"}
+    assert table.loc[table["sampler"] == "ddim", "steps"].tolist() == [5, 5, 10, 10, 25, 25]
+    png = figure_plot(spec, results, tmp_path / "s.png", tmp_path / "s.svg")
+    assert png == tmp_path / "s.png"
+    with Image.open(png) as im:
+        assert im.size[0] < im.size[1] * 1.5  # 3 metric rows x 2 weight columns
+    svg = (tmp_path / "s.svg").read_text()
+    assert "DPM-Solver++(2M)" in svg and "sampler steps per stage" in svg and "w = 3" in svg
+    empty = [VariantResult(Variant("a"), tmp_path, {"sampler": {"kind": "ddim", "steps": 5}}, [], None, 1.0, False, {})]
+    assert figure_plot(spec, empty, tmp_path / "e.png") is None and not (tmp_path / "e.png").exists()
 
 
 TINY = ["run.model=imagen_tiny", "figure.size.prompts=2", "figure.size.weights=[1,3]", "figure.size.steps=2",
