@@ -8,8 +8,11 @@ export BENCH_DATA_DIR ?= $(if $(wildcard $(SHARED_DATA)),$(SHARED_DATA),)
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
+# the private PostgreSQL server of the rating-campaign tests (.ci/postgres.sh starts it)
+export BENCH_PG_PORT ?= 54329
+export BENCH_TEST_POSTGRES_URL ?= postgresql://bench@127.0.0.1:$(BENCH_PG_PORT)/bench_test
 
-.PHONY: setup run test regress browser benchmark clean
+.PHONY: setup run test regress browser postgres benchmark clean
 
 setup: $(STAMP)
 
@@ -25,7 +28,11 @@ run: setup
 browser:
 	bash .ci/install-chromium.sh
 
-test: setup browser
+# installs Debian's postgresql when missing and starts the tests' server on 127.0.0.1 (idempotent)
+postgres:
+	bash .ci/postgres.sh
+
+test: setup browser postgres
 	$(PY) -m pytest -q tests
 
 # sample-quality regression check: the shipped cascade, fixed seeds, against the committed baseline

@@ -1,10 +1,13 @@
 """Analyse DrawBench side-by-side ratings of an export written by ``bench.pairs``.
 
     python -m bench.ratings pairs=DIR ratings=[FILE,...] [strict=true n_boot=2000 ci=0.95 seed=0]
+    python -m bench.ratings pairs=DIR ratings=[sqlite:///DIR/ratings.db]     # a campaign's database
+    python -m bench.ratings pairs=DIR ratings=[postgresql://USER@HOST/DB]
 
 Rating files are CSV or JSON as the rating page downloads them (``rater_id, pair_id,
 question, answer, timestamp``; answers are what the rater saw: left / indifferent / right).
-Files from several raters are merged; ``DIR/key.csv`` turns left/right into model A/B.
+A database URL reads the latest answers of a ``bench.rate`` campaign directly (attention checks
+left out). Sources of several raters are merged; ``DIR/key.csv`` turns left/right into model A/B.
 
 Reported per question (``quality``: which set is of higher quality, i.e. fidelity;
 ``alignment``: which set better represents the caption), overall (``all``) and per
@@ -16,6 +19,17 @@ DrawBench category:
 - inter-rater agreement over the pairs that at least two raters answered: percent
   agreement (the share of agreeing rater pairs per pair, averaged), Fleiss' kappa (with
   a varying number of raters per pair) and Krippendorff's alpha (nominal).
+
+An export of K > 2 runs (``bench.pairs runs=[...]``) is reported per pair of models (the table
+above, one block per model pair, ``a_run`` / ``b_run`` naming them) and as a whole: Bradley-Terry
+strengths with bootstrap intervals over prompts, the ranking and the win-rate matrix
+(``ratings_strengths.csv``, ``ratings_winrates.csv``, ``ratings_ranking.png``;
+``bench.rate.ranking``).
+
+When the export has ``key_images.csv`` and the runs have ``image_scores.csv``, each automatic
+per-image metric (CLIP score, exact alignment ``correct``) predicts a side of every pair, and its
+agreement with the raters' majority is reported per question with a Wilson interval
+(``ratings_metrics.csv``; ``bench.rate.metric_agreement``).
 
 Rows that name an unknown pair or hold an invalid value are rejected with the file and
 row; by default they are reported (and written to ``DIR/ratings_rejected.csv``) and the
@@ -42,9 +56,15 @@ import pandas as pd
 from matplotlib.figure import Figure
 from omegaconf import DictConfig, ListConfig
 
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
+
 from bench import rundir
 from bench.cli import missing_arguments
-from bench.pairs import KeyRow, PairsError, read_key, read_pairs
+from bench.pairs import KeyRow, PairsError, read_image_key, read_key, read_pairs
+from bench.rate import metric_agreement, ranking
+from bench.rate.engine import DatabaseURLError, is_database_url
+from bench.rate.store import Store, StoreError
 
 Question = Literal["quality", "alignment"]
 Answer = Literal["left", "indifferent", "right"]
@@ -90,6 +110,10 @@ class Summary:
     superseded: int
     summary_csv: Path
     plot: Path | None
+    strengths: pd.DataFrame | None = None
+    winrates: pd.DataFrame | None = None
+    metrics: pd.DataFrame | None = None
+    ranking_plot: Path | None = None
 
 
 # ---------------------------------------------------------------- reading
@@ -191,15 +215,51 @@ def read_rating_file(path: str | os.PathLike, known_pairs: Collection[str],
     return valid, rejected
 
 
+def read_database(url: str, known_pairs: Collection[str], export_id: str | None = None
+                  ) -> tuple[list[Rating], list[Rejected]]:
+    """The latest answers stored by a ``bench.rate`` campaign (attention checks left out)."""
+    try:
+        name = make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 (sqlalchemy raises ArgumentError and others for a malformed URL)
+        raise RatingsError(f"{url!r} is not a database URL (sqlite:///FILE or postgresql://...)") from None
+    try:
+        store = Store(url, export_id, create=False)
+    except (StoreError, DatabaseURLError) as e:
+        raise RatingsError(str(e)) from None
+    except SQLAlchemyError as e:
+        raise RatingsError(f"{name}: cannot read ({type(e).__name__}: {str(e).splitlines()[0]})") from None
+    try:
+        stored = store.answers()
+    finally:
+        store.close()
+    valid, rejected = [], []
+    for a in stored:
+        if a.swapped:
+            continue
+        rec = {"rater_id": a.rater_id, "pair_id": a.pair_id, "question": a.question, "answer": a.answer,
+               "timestamp": a.received_at}
+        where = f"rater {a.rater_id}, item {a.item_id}, {a.question}"
+        reason = _check(rec, known_pairs)
+        if reason:
+            rejected.append(Rejected(name, where, reason))
+        else:
+            valid.append(Rating(a.rater_id, a.pair_id, a.question, a.answer, a.received_at, f"{name}, {where}"))
+    return valid, rejected
+
+
 def read_ratings(paths: Sequence[str | os.PathLike], known_pairs: Collection[str], export_id: str | None = None,
                  strict: bool = False) -> tuple[list[Rating], list[Rejected]]:
-    """Valid and rejected rows of several rating files; ``strict``: any rejected row raises."""
+    """Valid and rejected rows of several rating files or campaign databases (URLs);
+    ``strict``: any rejected row raises."""
     if not paths:
         raise RatingsError("no rating files given (ratings=[FILE,...])")
     valid: list[Rating] = []
     rejected: list[Rejected] = []
     for p in paths:
-        v, r = read_rating_file(p, known_pairs, export_id)
+        if is_database_url(str(p)):
+            v, r = read_database(str(p), known_pairs, export_id)
+        else:
+            v, r = read_rating_file(p, known_pairs, export_id)
         valid += v
         rejected += r
     if strict and rejected:
@@ -224,17 +284,23 @@ def deduplicate(ratings: list[Rating]) -> tuple[list[Rating], int]:
     return kept, len(ratings) - len(kept)
 
 
-def unblind(ratings: list[Rating], key: dict[str, KeyRow], categories: dict[str, str]) -> pd.DataFrame:
+def unblind(ratings: list[Rating], key: dict[str, KeyRow], categories: dict[str, str],
+            prompts: dict[str, str] | None = None) -> pd.DataFrame:
     """One row per rating: rater_id, pair_id, category, question, answer (left|indifferent|right)
-    and choice (A|indifferent|B) according to ``key``."""
+    and choice (A|indifferent|B: the pair's first or second model) according to ``key``; with
+    model_a / model_b, the blinded labels of the pair's two models (A and B in a two-run export),
+    and prompt_id (from ``prompts``, by pair)."""
     rows = []
     for r in ratings:
         if r.pair_id not in key:
             raise RatingsError(f"{r.source}: pair {r.pair_id!r} is missing from key.csv")
-        a_side = key[r.pair_id].a_side
-        choice = "indifferent" if r.answer == "indifferent" else ("A" if r.answer == a_side else "B")
-        rows.append((r.rater_id, r.pair_id, categories.get(r.pair_id, ""), r.question, r.answer, choice))
-    return pd.DataFrame(rows, columns=["rater_id", "pair_id", "category", "question", "answer", "choice"])
+        k = key[r.pair_id]
+        choice = "indifferent" if r.answer == "indifferent" else ("A" if r.answer == k.a_side else "B")
+        first, second = k.models()
+        rows.append((r.rater_id, r.pair_id, categories.get(r.pair_id, ""), r.question, r.answer, choice, first,
+                     second, (prompts or {}).get(r.pair_id, k.prompt_id or r.pair_id)))
+    return pd.DataFrame(rows, columns=["rater_id", "pair_id", "category", "question", "answer", "choice", "model_a",
+                                       "model_b", "prompt_id"])
 
 
 # ---------------------------------------------------------------- statistics
@@ -393,10 +459,81 @@ def format_table(table: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def model_labels(key: dict[str, KeyRow]) -> dict[str, str]:
+    """Blinded model label (A, B, ...) -> ``RUN_DIR (w=W)``, from the unblinding key."""
+    labels: dict[str, str] = {}
+    for k in key.values():
+        first, second = k.models()
+        labels.setdefault(first, k.run_label("A"))
+        labels.setdefault(second, k.run_label("B"))
+    return dict(sorted(labels.items()))
+
+
+def pairwise_table(df: pd.DataFrame, labels: dict[str, str], *, n_boot: int = 2000, ci: float = 0.95,
+                   seed: int = 0) -> pd.DataFrame:
+    """:func:`preference_table` with the runs named: one table for two models; with more, one block
+    per pair of models that was compared (``model_a`` / ``model_b`` beside ``a_run`` / ``b_run``)."""
+    if len(labels) <= 2:
+        table = preference_table(df, n_boot=n_boot, ci=ci, seed=seed)
+        table["a_run"], table["b_run"] = labels.get("A", "A"), labels.get("B", "B")
+        return table
+    blocks = []
+    for (ma, mb), d in df.groupby(["model_a", "model_b"], sort=True):
+        t = preference_table(d, n_boot=n_boot, ci=ci, seed=seed)
+        t.insert(0, "model_b", mb)
+        t.insert(0, "model_a", ma)
+        t["a_run"], t["b_run"] = labels[ma], labels[mb]
+        blocks.append(t)
+    return pd.concat(blocks, ignore_index=True)
+
+
+def _write_rejected(out: Path, rejected: list[Rejected]) -> None:
+    rejected_csv = out / "ratings_rejected.csv"
+    if rejected:
+        buf = io.StringIO()
+        w = csv.writer(buf)
+        w.writerow(["file", "row", "reason"])
+        w.writerows([r.file, r.row, r.reason] for r in rejected)
+        rundir.atomic_write_text(buf.getvalue(), rejected_csv)
+    elif rejected_csv.exists():
+        rejected_csv.unlink()  # from an earlier analysis; now nothing is rejected
+
+
+def _write_csv(table: pd.DataFrame, path: Path) -> Path:
+    rundir.atomic_write_text(table.to_csv(index=False, float_format="%.6g"), path)
+    return path
+
+
+def _ranking(out: Path, df: pd.DataFrame, labels: dict[str, str], n_boot: int, ci: float, seed: int,
+             plot: bool) -> tuple[pd.DataFrame, pd.DataFrame, Path | None]:
+    models = list(labels)
+    strengths = ranking.strengths_table(df, models, labels, n_boot=n_boot, ci=ci, seed=seed)
+    winrates = ranking.winrate_table(df, models)
+    _write_csv(strengths, out / "ratings_strengths.csv")
+    _write_csv(winrates, out / "ratings_winrates.csv")
+    png = ranking.plot_ranking(strengths, winrates, out / "ratings_ranking.png") if plot else None
+    return strengths, winrates, png
+
+
+def _metrics(out: Path, df: pd.DataFrame, ci: float) -> pd.DataFrame | None:
+    try:
+        image_key = read_image_key(out)
+    except PairsError as e:
+        raise RatingsError(str(e)) from None
+    if not image_key:
+        return None
+    table = metric_agreement.agreement_table(df, image_key, ci)
+    if table.empty:
+        return None
+    _write_csv(table, out / "ratings_metrics.csv")
+    return table
+
+
 def summarize(pairs_dir: str | os.PathLike, rating_files: Sequence[str | os.PathLike], *, strict: bool = False,
               n_boot: int = 2000, ci: float = 0.95, seed: int = 0, plot: bool = True) -> Summary:
     """Read, check, merge and unblind the ratings of export ``pairs_dir``; write
-    ``ratings_summary.csv``, ``ratings.png`` and (if any) ``ratings_rejected.csv`` there."""
+    ``ratings_summary.csv``, ``ratings.png`` (two models) or the ranking files (more), the metric
+    agreement and (if any) ``ratings_rejected.csv`` there."""
     out = Path(pairs_dir)
     try:
         pairs, key = read_pairs(out), read_key(out)
@@ -407,33 +544,74 @@ def summarize(pairs_dir: str | os.PathLike, rating_files: Sequence[str | os.Path
     categories = {p.pair_id: p.category for p in pairs}
     valid, rejected = read_ratings(rating_files, set(categories), export_id, strict)
     kept, superseded = deduplicate(valid)
-    rejected_csv = out / "ratings_rejected.csv"
-    if rejected:
-        buf = io.StringIO()
-        w = csv.writer(buf)
-        w.writerow(["file", "row", "reason"])
-        w.writerows([r.file, r.row, r.reason] for r in rejected)
-        rundir.atomic_write_text(buf.getvalue(), rejected_csv)
-    elif rejected_csv.exists():
-        rejected_csv.unlink()  # from an earlier analysis; now nothing is rejected
+    _write_rejected(out, rejected)
     if not kept:
         raise RatingsError(f"no valid ratings in {', '.join(map(str, rating_files))}"
-                           + (f" ({len(rejected)} rejected, see {rejected_csv})" if rejected else ""))
-    table = preference_table(unblind(kept, key, categories), n_boot=n_boot, ci=ci, seed=seed)
-    any_key = next(iter(key.values()))
-    a_label, b_label = any_key.run_label("A"), any_key.run_label("B")
-    table["a_run"], table["b_run"] = a_label, b_label
-    summary_csv = out / "ratings_summary.csv"
-    rundir.atomic_write_text(table.to_csv(index=False, float_format="%.6g"), summary_csv)
-    png = plot_preferences(table, out / "ratings.png", Path(a_label).name, Path(b_label).name) if plot else None
-    return Summary(table, kept, rejected, superseded, summary_csv, png)
+                           + (f" ({len(rejected)} rejected, see {out / 'ratings_rejected.csv'})" if rejected else ""))
+    df = unblind(kept, key, categories, {p.pair_id: p.prompt_id for p in pairs})
+    labels = model_labels(key)
+    table = pairwise_table(df, labels, n_boot=n_boot, ci=ci, seed=seed)
+    summary_csv = _write_csv(table, out / "ratings_summary.csv")
+    png = strengths = winrates = ranking_png = None
+    if len(labels) <= 2 and plot:
+        png = plot_preferences(table, out / "ratings.png", Path(str(table["a_run"].iloc[0])).name,
+                               Path(str(table["b_run"].iloc[0])).name)
+    if len(labels) > 2:
+        strengths, winrates, ranking_png = _ranking(out, df, labels, n_boot, ci, seed, plot)
+    metrics = _metrics(out, df, ci)
+    return Summary(table, kept, rejected, superseded, summary_csv, png, strengths, winrates, metrics, ranking_png)
+
+
+def format_strengths(strengths: pd.DataFrame) -> str:
+    """The ranking per question: rank, model, strength [interval], run."""
+    lines = []
+    for q, s in strengths.groupby("question", sort=False):
+        lines.append(f"{q}: Bradley-Terry strength [{int(float(s['ci_level'].iloc[0]) * 100)}% interval]")
+        for _, r in s.sort_values("rank").iterrows():
+            lines.append(f"  {r['rank']:>2}. {r['model']:<3} {r['strength']:+.2f} [{r['strength_lo']:+.2f},"
+                         f"{r['strength_hi']:+.2f}]  {r['run']}")
+    return "\n".join(lines)
+
+
+def format_metrics(metrics: pd.DataFrame) -> str:
+    """Each metric's agreement with the raters' majority, per question."""
+    lines = [f"{'metric':<11} {'question':<10} {'agree':>17}  {'pairs used / rated':>18}"]
+    for _, r in metrics.iterrows():
+        share = "" if pd.isna(r["agreement"]) else \
+            f"{r['agreement']:.2f} [{r['agreement_lo']:.2f},{r['agreement_hi']:.2f}]"
+        lines.append(f"{r['metric']:<11} {r['question']:<10} {share:>17}  {r['n_decisive']:>8} / {r['n_pairs']:<8}")
+    return "\n".join(lines)
+
+
+def _print_summary(s: Summary, pairs_dir: str) -> None:
+    for r in s.rejected[:20]:
+        print(f"rejected: {r.file}, {r.row}: {r.reason}")
+    if len(s.rejected) > 20:
+        print(f"rejected: ... and {len(s.rejected) - 20} more")
+    raters = len({r.rater_id for r in s.ratings})
+    print(f"{len(s.ratings)} ratings from {raters} rater(s) used; {len(s.rejected)} rejected"
+          + (f" (listed in {Path(pairs_dir) / 'ratings_rejected.csv'})" if s.rejected else "")
+          + (f"; {s.superseded} superseded by a later answer of the same rater" if s.superseded else ""))
+    if "model_a" not in s.table:
+        print(f"A = {s.table['a_run'].iloc[0]}\nB = {s.table['b_run'].iloc[0]}")
+        print(format_table(s.table))
+    else:
+        for (ma, mb), block in s.table.groupby(["model_a", "model_b"], sort=True):
+            print(f"\nA = {ma}: {block['a_run'].iloc[0]}\nB = {mb}: {block['b_run'].iloc[0]}")
+            print(format_table(block))
+    if s.strengths is not None:
+        print("\n" + format_strengths(s.strengths))
+    if s.metrics is not None:
+        print("\nautomatic metrics vs the raters' majority (pairs where both pick a side):\n" + format_metrics(s.metrics))
+    written = [p for p in (s.summary_csv, s.plot, s.ranking_plot) if p is not None]
+    print(f"wrote {', '.join(map(str, written))}")
 
 
 def main() -> None:
     missing = missing_arguments(sys.argv[1:], ("pairs", "ratings"))
     if missing and not any(a.startswith("-") for a in sys.argv[1:]):  # leave --help, --cfg ... to Hydra
         raise SystemExit(f"bench.ratings: missing {', '.join(missing)}; "
-                         "usage: python -m bench.ratings pairs=DIR ratings=[FILE,...] [strict=true ...]")
+                         "usage: python -m bench.ratings pairs=DIR ratings=[FILE,...|DB_URL] [strict=true ...]")
 
     @hydra.main(version_base="1.3", config_path="../conf", config_name="ratings")
     def _main(cfg: DictConfig) -> None:
@@ -443,17 +621,7 @@ def main() -> None:
                           ci=float(cfg.ci), seed=int(cfg.seed))
         except RatingsError as e:
             raise SystemExit(f"bench.ratings: {e}") from None
-        for r in s.rejected[:20]:
-            print(f"rejected: {r.file}, {r.row}: {r.reason}")
-        if len(s.rejected) > 20:
-            print(f"rejected: ... and {len(s.rejected) - 20} more")
-        raters = len({r.rater_id for r in s.ratings})
-        print(f"{len(s.ratings)} ratings from {raters} rater(s) used; {len(s.rejected)} rejected"
-              + (f" (listed in {Path(str(cfg.pairs)) / 'ratings_rejected.csv'})" if s.rejected else "")
-              + (f"; {s.superseded} superseded by a later answer of the same rater" if s.superseded else ""))
-        print(f"A = {s.table['a_run'].iloc[0]}\nB = {s.table['b_run'].iloc[0]}")
-        print(format_table(s.table))
-        print(f"wrote {s.summary_csv} and {s.plot}")
+        _print_summary(s, str(cfg.pairs))
 
     _main()
 
