@@ -44,7 +44,7 @@ Z95 = 1.959963984540054
 # metrics-config keys that change the numbers (device, workers, batch size, cache paths do not)
 METRIC_KEYS = ("fd_extractor", "clip_backbone", "clip_model", "clip_pretrained", "reference", "ref_n", "ref_seed",
                "kid", "kid_subsets", "kid_subset_size", "cmmd", "cmmd_estimator", "alignment", "bootstrap",
-               "fd_bootstrap", "ci_level", "seed")
+               "fd_bootstrap", "fd_interval", "fd_jackknife_groups", "prdc_k", "prdc_ref_n", "ci_level", "seed")
 # generation settings (generation.json, flattened) that change the images; model.* is what is under test
 GENERATION_PREFIXES = ("guidance.", "sampler.", "seed", "samples_per_prompt")
 EXIT_OK, EXIT_REGRESSED, EXIT_BAD_INPUT = 0, 1, 2

@@ -180,3 +180,57 @@ def test_torch_and_numpy_updates_give_the_same_state():
         a.update(torch.randn(3, 8))
     with pytest.raises(ValueError, match="2-D"):
         a.update(torch.randn(3, 9, 1))
+
+
+@pytest.mark.parametrize("n,d", [(20, 12), (60, 12)])
+def test_zero_one_weights_give_the_fd_of_the_subset(n, d):
+    """Subsets (jackknife groups, FD-infinity subsets) are 0/1 weightings summing to fewer than n images."""
+    rng = np.random.default_rng(n)
+    x, y = rng.normal(size=(n, d)) + 0.2, rng.normal(size=(300, d))
+    ref = FrechetReference.from_stats(FrechetStats.from_features(y))
+    masks = (rng.random((5, n)) < 0.6).astype(float)
+    for c, v in zip(masks, ref.weighted_distances(x, masks)):
+        sub = FrechetStats.from_features(x[c > 0])
+        assert v == pytest.approx(frechet_distance(sub.mu, sub.sigma, ref.mu, ref.sigma), rel=1e-7)
+
+
+def test_fd_jackknife_equals_a_direct_delete_a_group_jackknife():
+    from scipy import stats
+
+    from bench.metrics.frechet import fd_jackknife
+    from bench.metrics.jackknife import group_masks
+
+    rng = np.random.default_rng(12)
+    x, y = rng.normal(size=(47, 6)) + 0.3, rng.normal(size=(400, 6))
+    ref = FrechetReference.from_stats(FrechetStats.from_features(y))
+    fd, lo, hi, se, g = fd_jackknife(x, ref, groups=10, seed=5)
+    masks = group_masks(47, 10, seed=5)
+    assert g == 10 and sorted((1 - masks).sum(axis=1)) == [4] * 3 + [5] * 7 and ((1 - masks).sum(axis=0) == 1).all()
+    theta = np.array([FrechetStats.from_features(x[m > 0]).compute(FrechetStats.from_features(y)) for m in masks])
+    direct = np.sqrt(9 / 10 * ((theta - theta.mean()) ** 2).sum())
+    assert se == pytest.approx(direct, rel=1e-6)
+    assert fd == pytest.approx(ref.distance_features(x), rel=1e-12)
+    assert hi - fd == pytest.approx(stats.t.ppf(0.975, 9) * direct, rel=1e-6) and lo <= fd <= hi
+    assert fd_jackknife(x, ref, groups=10, seed=5) == (fd, lo, hi, se, g)  # seeded
+    assert fd_jackknife(x, ref, groups=1000)[4] == 47                     # G = min(groups, N): leave-one-out
+    assert np.isnan(fd_jackknife(x[:2], ref)[1]) and np.isnan(fd_jackknife(x[:1], ref)[0])
+
+
+def test_fd_inf_removes_the_small_n_bias_on_gaussians():
+    """Chong & Forsyth 2020: FD at N is biased upward by ~c/N; FD-infinity extrapolates it away. Gaussian data
+    against the exact population statistics: the true FD is ||delta||^2 = 0.5."""
+    from bench.metrics.frechet import fd_inf, fd_inf_sizes
+
+    d, delta = 8, np.full(8, 0.25)
+    ref = FrechetReference(np.zeros(d), np.eye(d))
+    rng = np.random.default_rng(13)
+    fds, infs = [], []
+    for t in range(12):
+        x = rng.normal(size=(200, d)) + delta
+        fds.append(ref.distance_features(x))
+        infs.append(fd_inf(x, ref, min_n=100, seed=t))
+    bias_fd, bias_inf = np.mean(fds) - 0.5, np.mean(infs) - 0.5
+    assert bias_fd > 0.02 and abs(bias_inf) < bias_fd / 3
+    assert np.isnan(fd_inf(x[:99], ref, min_n=100))
+    sizes = fd_inf_sizes(200, 100)
+    assert sizes[0] == 50 and sizes[-1] == 200 and len(sizes) == 15

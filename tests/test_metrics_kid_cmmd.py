@@ -106,11 +106,12 @@ def test_cmmd_reference_code_form_and_blocks():
     d = lambda a, b: (a * a).sum(1)[:, None] + (b * b).sum(1)[None] - 2 * a @ b.T  # noqa: E731
     expected = 1000 * (np.exp(-gamma * d(xn, xn)).mean() + np.exp(-gamma * d(yn, yn)).mean()
                        - 2 * np.exp(-gamma * d(xn, yn)).mean())
-    assert cmmd(x, y) == pytest.approx(expected, rel=1e-9)
+    # the reference code's estimator is "biased" (V-statistic); the default here is "unbiased"
+    assert cmmd(x, y, estimator="biased") == pytest.approx(expected, rel=1e-9)
     assert rbf_kernel_sum(xn, yn, block=4) == pytest.approx(rbf_kernel_sum(xn, yn), rel=1e-12)
-    ref = CMMDReference(y)
-    assert ref.distance(x) == pytest.approx(cmmd(x, y), rel=1e-12)
-    assert abs(cmmd(x, x)) < 1e-9
+    ref = CMMDReference(y, estimator="biased")
+    assert ref.distance(x) == pytest.approx(cmmd(x, y, estimator="biased"), rel=1e-12)
+    assert abs(cmmd(x, x, estimator="biased")) < 1e-9
     with pytest.raises(ValueError):
         CMMDReference(y, estimator="median")
 
@@ -139,3 +140,44 @@ def test_kid_reference_reuses_draws_and_reference_sums_across_rows_of_equal_size
             assert got[2] == want[2]
             assert got[0] == pytest.approx(want[0], rel=1e-12) and got[1] == pytest.approx(want[1], rel=1e-10)
     assert len(kref._memo) == 4  # (30, 30), (30, 20), (45, 45), (45, 20): three rows of 30 share theirs
+
+
+def _direct_jackknife_se(values: list[float]) -> float:
+    v = np.asarray(values)
+    n = v.size
+    return float(np.sqrt((n - 1) / n * ((v - v.mean()) ** 2).sum()))
+
+
+def _naive_complete_kid(x: np.ndarray, y: np.ndarray) -> float:
+    """Unbiased MMD^2, cubic kernel, all of x against all of y (loops)."""
+    n, m, d = len(x), len(y), x.shape[1]
+    k = lambda a, b: (a @ b / d + 1.0) ** 3  # noqa: E731
+    xx = sum(k(x[i], x[j]) for i in range(n) for j in range(n) if i != j) / (n * (n - 1))
+    yy = sum(k(y[i], y[j]) for i in range(m) for j in range(m) if i != j) / (m * (m - 1))
+    xy = sum(k(a, b) for a in x for b in y) / (n * m)
+    return xx + yy - 2 * xy
+
+
+def test_kid_se_is_the_leave_one_out_jackknife_of_the_complete_statistic():
+    from bench.metrics.kid import KIDReference
+
+    rng = np.random.default_rng(5)
+    x, y = rng.normal(size=(14, 4)) + 0.3, rng.normal(size=(25, 4))
+    loo = [_naive_complete_kid(np.delete(x, i, axis=0), y) for i in range(len(x))]
+    assert KIDReference(y).standard_error(x) == pytest.approx(_direct_jackknife_se(loo), rel=1e-8)
+    assert np.isnan(KIDReference(y).standard_error(x[:2]))
+
+
+@pytest.mark.parametrize("estimator", ["biased", "unbiased"])
+def test_cmmd_interval_is_the_leave_one_out_jackknife(estimator):
+    from scipy import stats
+
+    rng = np.random.default_rng(6)
+    x, y = rng.normal(size=(12, 5)) + 0.5, rng.normal(size=(20, 5))
+    ref = CMMDReference(y, estimator=estimator)
+    value, lo, hi = ref.distance_ci(x)
+    assert value == pytest.approx(_naive_cmmd(x, y, estimator == "unbiased"), rel=1e-9)
+    loo = [_naive_cmmd(np.delete(x, i, axis=0), y, estimator == "unbiased") for i in range(len(x))]
+    half = stats.t.ppf(0.975, len(x) - 1) * _direct_jackknife_se(loo)
+    assert (lo, hi) == pytest.approx((value - half, value + half), rel=1e-7)
+    assert np.isnan(ref.distance_ci(x[:2])[1]) and np.isnan(ref.distance_ci(x[:1])[0])

@@ -181,3 +181,35 @@ def test_decode_chunks_keeps_order(tmp_path):
     batches = list(decode_chunks([paths[i:i + 3] for i in range(0, 7, 3)], workers=2))
     assert [b.shape[0] for b in batches] == [3, 3, 1]
     assert np.concatenate(batches)[:, 0, 0, 0].tolist() == list(range(7))
+
+
+def test_intervals_contain_their_estimates_and_metrics_json_names_every_method(tmp_path, monkeypatch):
+    """fd / fd_excess / cmmd intervals (jackknife) hold their point estimates; fd_excess = fd - fd_real;
+    fd_inf only from fd_inf_min_n images; PRDC and kid_se on every row with features; metrics.json states
+    each estimator, interval method and convention."""
+    import json
+
+    S.install_stub_shapes_clip(monkeypatch)
+    run = tmp_path / "run"
+    S.make_run(run, weights=(1.0,), per_category=4)
+    t = score_run(run, _cfg(tmp_path, fd_inf_min_n=12)).set_index("category")
+    for col in ("fd", "fd_excess", "cmmd"):
+        assert ((t[f"{col}_ci_low"] <= t[col]) & (t[col] <= t[f"{col}_ci_high"])).all(), col
+    assert np.allclose(t["fd_excess"], t["fd"] - t["fd_real"])
+    assert np.isfinite(t.loc["all", "fd_inf"]) and t.drop("all")["fd_inf"].isna().all()  # 12 vs 4 images
+    for col in ("precision", "recall", "density", "coverage"):
+        assert t[col].between(0, 3).all(), col
+    assert t["prdc_k"].eq(3).all() and (t["kid_se"] > 0).all()
+    assert t["cmmd_estimator"].eq("unbiased").all()
+    desc = json.loads((run / "metrics.json").read_text())
+    assert "jackknife" in desc["definitions"]["fd_ci"] and "Chong & Forsyth" in desc["definitions"]["fd_inf"]
+    assert "unbiased" in desc["definitions"]["cmmd"] and "jackknife" in desc["definitions"]["kid_se"]
+    assert "without antialiasing" in desc["conventions"]["inception_resize"]
+    assert "clamps the mean" in desc["conventions"]["clip_score_clamp"]
+
+    biased = score_run(run, _cfg(tmp_path, cmmd_estimator="biased", fd_interval="bootstrap", prdc=False,
+                                 fd_inf=False)).set_index("category")
+    assert biased["cmmd_estimator"].eq("biased").all() and (biased["cmmd"] > t["cmmd"]).all()
+    assert "percentile bootstrap" in json.loads((run / "metrics.json").read_text())["definitions"]["fd_ci"]
+    assert biased["precision"].isna().all() and biased["fd_inf"].isna().all()
+    assert biased["fd"].tolist() == t["fd"].tolist()

@@ -158,6 +158,7 @@ def test_hostile_prompts_render_as_text_on_the_rater_and_admin_pages(page, campa
         assert shown(page) == item
         assert page.text_content("#prompt") == prompts[item.removesuffix("/swap")]
         assert page.locator("#prompt *").count() == 0
+        page.wait_for_function("() => [...document.querySelectorAll('#left img, #right img')].every(e => e.complete)")
         assert page.eval_on_selector_all("#left img, #right img", "els => els.map(e => e.naturalWidth)") == [8, 8]
         seen.add(page.text_content("#prompt"))
         page.keyboard.press("ArrowRight")

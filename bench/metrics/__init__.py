@@ -1,5 +1,6 @@
-"""Metrics of imagen-bench: Fréchet distance (FID / FD-CLIP / FD on shapes-CLIP), KID, CMMD, CLIP score,
-exact shapes alignment, reference statistics and bootstrap intervals.
+"""Metrics of imagen-bench: Fréchet distance (FID / FD-CLIP / FD on shapes-CLIP; FD-infinity), KID, CMMD,
+precision / recall / density / coverage, CLIP score, exact shapes alignment, reference statistics, and
+jackknife and bootstrap intervals.
 
 Nothing is imported or loaded until used: the names below import their module on first access.
 Functions named like their module (``kid``, ``cmmd``, ``clip_score``, ``score_run``) are imported
@@ -12,7 +13,8 @@ from typing import Any
 
 _EXPORTS = {
     "FrechetStats": "frechet", "FrechetReference": "frechet", "frechet_distance": "frechet",
-    "fd_bootstrap": "frechet",
+    "fd_bootstrap": "frechet", "fd_jackknife": "frechet", "fd_inf": "frechet", "PRDCReference": "prdc",
+    "KIDReference": "kid",
     "CMMDReference": "cmmd", "clip_score_per_image": "clip_score",
     "FeatureExtractor": "extractors", "ImageTextEncoder": "extractors", "InceptionExtractor": "extractors",
     "OpenClipExtractor": "extractors", "ShapesClipExtractor": "extractors", "build_extractor": "extractors",

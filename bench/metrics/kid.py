@@ -6,12 +6,24 @@ replacement from each set; reported as the mean and the (population, ddof=0) std
 The estimator drops the diagonals of K_xx and K_yy and keeps all of K_xy (torch-fidelity's
 ``mmd_est="unbiased"``). Unlike FD it is unbiased at small N, so it complements FD on a few
 hundred images. Values are in the feature space's raw units (torch-fidelity does not scale KID).
+
+Two uncertainties, named for what they are:
+
+- ``kid_std`` (torch-fidelity's ``kernel_inception_distance_std``): the spread of the per-subset
+  estimates. It is not a standard error of KID: it does not shrink with more subsets, and when
+  every subset is all of the row (N <= subset size) it only reflects which reference images were drawn.
+- ``kid_se`` (``KIDReference.standard_error``): the leave-one-out jackknife standard error over the
+  row's generated images (``bench.metrics.jackknife``; Arvesen 1969 for U-statistics) of the complete
+  unbiased MMD^2 of all N images against all reference images, the statistic KID's subset average
+  estimates; the reference is held fixed.
 """
 from __future__ import annotations
 
 from typing import Any
 
 import numpy as np
+
+from . import jackknife
 
 KID_SUBSETS = 100
 KID_SUBSET_SIZE = 1000
@@ -82,6 +94,22 @@ class KIDReference:
             xy = _cube(a @ b.transpose(0, 2, 1) / d + 1.0).sum(axis=(1, 2))
             vals[s:s + step] = (xx + yy[s:s + step]) / (m * (m - 1)) - 2.0 * xy / (m * m)
         return float(vals.mean()), float(vals.std()), m
+
+    def standard_error(self, gen: Any) -> float:
+        """``kid_se``: leave-one-out jackknife standard error of the complete unbiased MMD^2 of ``gen`` (N, D)
+        against the whole reference, over the generated images (the reference fixed); nan when N < 3."""
+        x, y = _f64(gen), self.y
+        n, d = x.shape
+        if n < 3 or y.shape[0] < 1:
+            return float("nan")
+        k = _cube(x @ x.T / d + 1.0)
+        diag = np.diagonal(k).copy()
+        xx_rows = k.sum(axis=1) - diag
+        xy, block = np.zeros(n), max(1, (1 << 22) // n)  # ~32 MB of kernel values at a time
+        for start in range(0, y.shape[0], block):
+            xy += _cube(x @ y[start:start + block].T / d + 1.0).sum(axis=1)
+        loo = jackknife.mmd2_leave_one_out(xx_rows, diag, xy / y.shape[0], 0.0, unbiased=True)
+        return jackknife.jackknife_se(loo)
 
 
 def _blocks(subsets: int, m: int, d: int) -> list[tuple[int, int]]:

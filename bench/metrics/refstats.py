@@ -94,13 +94,20 @@ class RefStats:
         """A number that depends on this reference only (e.g. the FD of N real images against it, or
         the CMMD self-kernel mean), computed once and kept beside the cache file in
         ``<file>.derived.json``; without a cache file it is computed every time."""
+        return float(self._derived(name, lambda: float(compute())))
+
+    def derived_values(self, name: str, compute: Callable[[], Iterable[float]]) -> list[float]:
+        """Like ``derived``, for a list of numbers (e.g. the k-NN radii of the reference images for PRDC)."""
+        return [float(v) for v in self._derived(name, lambda: [float(v) for v in compute()])]
+
+    def _derived(self, name: str, compute: Callable[[], Any]) -> Any:
         if self.path is None:
-            return float(compute())
+            return compute()
         side = self.path.with_name(self.path.name + ".derived.json")
         known = _read_json_or_empty(side)
         if name in known:
-            return float(known[name])
-        value = float(compute())
+            return known[name]
+        value = compute()
         # read again: another process sharing the cache may have added values meanwhile
         write_json(side, {**_read_json_or_empty(side), name: value})
         return value

@@ -4,13 +4,18 @@ and category, plus ``all``), with N and confidence intervals on every row.
 Columns (empty when not computable, never invented):
 
 - ``fd``: Fréchet distance of the row's images to the reference stats, in the space named by
-  ``fd_extractor``; ``fd_ci_low/high``: percentile bootstrap over the row's images (reference
-  fixed); ``fd_reference``: which reference (dataset, split, N, resolution) and which group of it;
-  ``fd_real``: FD of as many independent *real* shapes images against the same reference (the
-  value a perfect model gets at this N; shapes only).
-- ``kid`` / ``kid_std``: KID (cubic kernel, unbiased) in the FD feature space, mean / std over
-  subsets of ``kid_subset_size`` images.
-- ``cmmd``: CMMD (RBF sigma 10, x1000, reference-code estimator) on ``cmmd_model`` embeddings.
+  ``fd_extractor``; ``fd_ci_low/high``: delete-a-group jackknife interval over the row's images for
+  the expected FD at this N (reference fixed; ``bench.metrics.jackknife``); ``fd_reference``: which
+  reference (dataset, split, N, resolution) and which group of it; ``fd_real``: FD of as many
+  independent *real* shapes images against the same reference (the value a perfect model gets at
+  this N; shapes only); ``fd_excess`` (+ CI) = fd - fd_real, comparable across N; ``fd_inf``:
+  FD-infinity (Chong & Forsyth 2020), rows of at least ``fd_inf_min_n`` images.
+- ``kid`` / ``kid_std`` / ``kid_se``: KID (cubic kernel, unbiased) in the FD feature space, mean /
+  spread over subsets of ``kid_subset_size`` images / jackknife standard error over the row's images.
+- ``precision`` / ``recall`` / ``density`` / ``coverage`` (k = ``prdc_k``): Kynkäänniemi et al. 2019
+  and Naeem et al. 2020 in the FD feature space, against the reference group's images.
+- ``cmmd`` (+ CI): CMMD (RBF sigma 10, x1000) on ``cmmd_model`` embeddings, estimator
+  ``cmmd_estimator`` (default unbiased: comparable across N).
 - ``clip_score`` (+ CI): mean over images of max(100 cos, 0), backbone ``clip_model``.
 - ``alignment`` (+ CI): fraction of images the exact shapes detector (``bench.shapes.detect``)
   scores correct; ``color_alignment``: fraction with every requested colour present.
@@ -19,6 +24,13 @@ Columns (empty when not computable, never invented):
 
 Per-category rows of a shapes reference use that category's reference stats; other rows use the
 whole reference. Image decoding runs in a thread pool while the models run.
+
+Image sizes: a run of one square size N x N (every ``bench.run``) is scored as such, with reference
+statistics at N. Images of several sizes (or not square; e.g. a folder scored by ``bench.score``)
+reach every extractor at their own size, resized by that extractor's own rule (``resize`` in
+metrics.json), images of one size batched together within each batch; the exact detector reads
+each image at its own size; the reference statistics are at the shorter side of the most common
+size. metrics.json states this under ``mixed_sizes``.
 
 Beside the table: ``RUN/image_scores.csv`` (per image: CLIP score and the exact scorer's verdict)
 and ``RUN/image_metrics.safetensors`` (``bench.metrics.image_cache``: per-image features and
@@ -43,6 +55,7 @@ from typing import Any, Callable, Literal
 import numpy as np
 import pandas as pd
 import torch
+from omegaconf import OmegaConf
 from PIL import Image
 from tqdm import tqdm
 
@@ -52,13 +65,16 @@ from bench.rundir import METRICS_COLUMNS as COLUMNS
 from bench.shapes import detect
 from bench.shapes.scene import Scene
 
+from . import jackknife
 from .bootstrap import bootstrap_mean_ci
 from .clip_score import clip_score_per_image
+from .definitions import conventions, definitions
 from .cmmd import CMMD_SIGMA, CMMDReference, reference_self_mean
 from .extractors import FeatureExtractor, ImageTextEncoder, OpenClipExtractor, ShapesClipExtractor, build_extractor
-from .frechet import FrechetReference, FrechetStats, fd_bootstrap
+from .frechet import FrechetReference, FrechetStats, fd_bootstrap, fd_inf, fd_jackknife
 from .image_cache import ImageCache, batch_key, code_digest, extractor_key, scene_key
 from .kid import KIDReference
+from .prdc import PRDCReference, knn_radii
 from .refstats import RefStats, coco_refstats, npz_refstats, shapes_real_features, shapes_refstats
 
 log = logging.getLogger(__name__)
@@ -85,15 +101,23 @@ class MetricsConfig:
     ref_compute: bool = True
     cache_dir: str | None = None
     real_baseline: bool = True
+    fd_interval: Literal["jackknife", "bootstrap"] = "jackknife"
+    fd_jackknife_groups: int = 50
+    fd_bootstrap: int = 50
+    fd_inf: bool = True
+    fd_inf_min_n: int = 100
     kid: bool = True
     kid_subsets: int = 100
     kid_subset_size: int = 1000
+    prdc: bool = True
+    prdc_k: int = 3
+    prdc_ref_n: int = 5000
     cmmd: bool = True
-    cmmd_estimator: Literal["biased", "unbiased"] = "biased"
+    cmmd_estimator: Literal["biased", "unbiased"] = "unbiased"
     alignment: bool = True
     bootstrap: int = 1000
-    fd_bootstrap: int = 50
     ci_level: float = 0.95
+    pareto_fd: Literal["fd", "fd_excess", "fd_inf"] = "fd"
     seed: int = 0
     batch_size: int = 64
     workers: int = 2
@@ -101,7 +125,8 @@ class MetricsConfig:
 
     def __post_init__(self) -> None:
         choices = {"fd_extractor": ("shapes_clip", "inception", "clip", "none"),
-                   "clip_backbone": ("shapes_clip", "clip", "none"), "cmmd_estimator": ("biased", "unbiased")}
+                   "clip_backbone": ("shapes_clip", "clip", "none"), "cmmd_estimator": ("biased", "unbiased"),
+                   "fd_interval": ("jackknife", "bootstrap"), "pareto_fd": ("fd", "fd_excess", "fd_inf")}
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
                 raise ValueError(f"metrics.{key}={getattr(self, key)!r}: expected one of {allowed}")
@@ -161,9 +186,12 @@ def _load_rgb(path: Path) -> np.ndarray:
         return np.asarray(im.convert("RGB"))
 
 
-def decode_chunks(chunks: list[list[Path]], workers: int, size: int | None = None) -> Iterator[np.ndarray]:
+def decode_chunks(chunks: list[list[Path]], workers: int, size: int | None = None,
+                  mixed: bool = False) -> Iterator[np.ndarray | list[np.ndarray]]:
     """One uint8 (B, H, W, 3) array per chunk of paths, in order; the next chunk decodes in a thread pool while
-    this one is used. With ``size``, an image that is not ``size`` x ``size`` raises ValueError naming it."""
+    this one is used. With ``size``, an image that is not ``size`` x ``size`` raises ValueError naming it.
+    A chunk of images of different sizes raises ValueError, or with ``mixed`` is yielded as a list of
+    (H, W, 3) arrays."""
     with ThreadPoolExecutor(max(1, workers)) as pool:
         pending = deque([pool.submit(_load_rgb, p) for p in c] for c in chunks[:2])
         nxt = 2
@@ -179,19 +207,49 @@ def decode_chunks(chunks: list[list[Path]], workers: int, size: int | None = Non
                         raise ValueError(f"{p} is {a.shape[1]}x{a.shape[0]}, the manifest says {size}x{size}: "
                                          "the file was replaced; delete it and resume the run to regenerate it")
             shapes = {a.shape for a in arrays}
+            if len(shapes) > 1 and mixed:
+                yield arrays
+                continue
             if len(shapes) > 1:
                 raise ValueError(f"images of different sizes {sorted(shapes)} in one run, e.g. {chunk[0]}")
             yield np.stack(arrays)
 
 
+def _features(ext: FeatureExtractor, batch: np.ndarray | list[np.ndarray]) -> np.ndarray:
+    """``ext`` on a batch: one (B, H, W, 3) array, or a list of images of several sizes (each size's
+    images go through ``ext`` together, in first-seen order; rows come back in batch order)."""
+    if isinstance(batch, np.ndarray):
+        return ext(torch.from_numpy(batch).permute(0, 3, 1, 2).contiguous()).numpy()
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, a in enumerate(batch):
+        groups.setdefault(a.shape, []).append(i)
+    out: np.ndarray | None = None
+    for idx in groups.values():
+        x = ext(torch.from_numpy(np.stack([batch[i] for i in idx])).permute(0, 3, 1, 2).contiguous()).numpy()
+        if out is None:
+            out = np.empty((len(batch), x.shape[1]), dtype=x.dtype)
+        out[idx] = x
+    assert out is not None
+    return out
+
+
+def _check_sizes(paths: list[Path], batch: np.ndarray | list[np.ndarray], sizes: list[tuple[int, int]]) -> None:
+    """Every decoded image has the (width, height) its manifest row states."""
+    for p, a, (w, h) in zip(paths, batch, sizes):
+        if a.shape[:2] != (h, w):
+            raise ValueError(f"{p} is {a.shape[1]}x{a.shape[0]}, the manifest says {w}x{h}: the file was replaced")
+
+
 def _extract_all(run_dir: Path, man: pd.DataFrame, cfg: MetricsConfig, models: _Models, size: int,
                  cache: ImageCache, flush: Callable[[], None] | None = None,
-                 ck: CacheKeys | None = None) -> tuple[dict[str, np.ndarray], list[dict | None]]:
+                 ck: CacheKeys | None = None, mixed: bool = False) -> tuple[dict[str, np.ndarray], list[dict | None]]:
     """One pass over the images: features of every extractor, and the exact scorer's verdicts.
 
     Batches are fixed slices of the manifest order. A batch whose every feature and verdict is in
     ``cache`` (``bench.metrics.image_cache``) under the same key is not even decoded;
     what is computed goes into the cache, and ``flush`` saves it at most once a minute.
+    With ``mixed`` (images of several sizes, see ``image_sizes``) each image keeps its size and each
+    extractor resizes it by its own rule.
     """
     digests, scenes, ext_keys, spans, keys = ck or cache_keys(run_dir, man, cfg, models)
     paths = [run_dir / p for p in man["path"]]
@@ -216,12 +274,15 @@ def _extract_all(run_dir: Path, man: pd.DataFrame, cfg: MetricsConfig, models: _
                  run_dir / rundir.IMAGE_CACHE)
     bar = tqdm(total=sum(spans[j][1] - spans[j][0] for j in todo), desc="metrics", unit="img", dynamic_ncols=True)
     last_flush = time.monotonic()
-    for j, batch in zip(todo, decode_chunks([paths[slice(*spans[j])] for j in todo], cfg.workers, size)):
+    wh = _manifest_sizes(man) if mixed and {"width", "height"} <= set(man.columns) else []
+    chunks = [paths[slice(*spans[j])] for j in todo]
+    for j, batch in zip(todo, decode_chunks(chunks, cfg.workers, None if mixed else size, mixed=mixed)):
         a, b = spans[j]
-        images = torch.from_numpy(batch).permute(0, 3, 1, 2).contiguous()
+        if wh:
+            _check_sizes(paths[a:b], batch, wh[a:b])
         for name, ext in models.extractors.items():
             if feats[name][j] is None:
-                feats[name][j] = ext(images).numpy()
+                feats[name][j] = _features(ext, batch)
                 for i in range(a, b):
                     cache.put_feature(ext_keys[name], digests[i], keys[j], feats[name][j][i - a])
         # the exact scorer stays on this thread: on a thread of its own beside torch's it was slower (2 cores)
@@ -277,15 +338,44 @@ def _verdict(scorer: Callable | None, image: np.ndarray, row: dict[str, Any]) ->
     return scorer(image, Scene.from_json(row["truth"], row["prompt"]))
 
 
-def _resolution(run_dir: Path, man: pd.DataFrame) -> int:
+def _manifest_sizes(man: pd.DataFrame) -> list[tuple[int, int]]:
+    return list(zip(man["width"].astype(int), man["height"].astype(int)))
+
+
+@dataclass(frozen=True)
+class ImageSizes:
+    """The image sizes of a run: ``resolution`` is the side of its reference statistics; ``mixed`` when the
+    images are not all one square size (then each extractor resizes each image by its own rule)."""
+
+    resolution: int
+    mixed: bool
+    counts: dict[str, int]  # "WxH" -> number of images, most common first
+
+    def describe(self) -> dict[str, Any]:
+        """metrics.json's ``mixed_sizes`` entry."""
+        return {"sizes": self.counts, "reference_resolution": self.resolution,
+                "rule": "each image reaches every extractor at its own size and is resized by that extractor's "
+                        "own rule (extractors.*.resize); images of one size are batched together within each "
+                        "batch of batch_size; the exact shapes detector reads each image at its own size; "
+                        f"reference statistics are at {self.resolution}x{self.resolution}, the shorter side of "
+                        "the most common size"}
+
+
+def image_sizes(run_dir: Path, man: pd.DataFrame) -> ImageSizes:
+    """From the manifest's width / height (without them: the first image's size, for every image)."""
     if {"width", "height"} <= set(man.columns) and len(man):
-        sizes = set(zip(man["width"].astype(int), man["height"].astype(int)))
+        sizes = _manifest_sizes(man)
     else:
         h, w = _load_rgb(run_dir / man["path"].iloc[0]).shape[:2]
-        sizes = {(w, h)}
-    if len(sizes) != 1 or len({s for wh in sizes for s in wh}) != 1:
-        raise ValueError(f"{run_dir}: metrics need one square image size per run, found {sorted(sizes)}")
-    return next(iter(sizes))[0]
+        sizes = [(w, h)] * len(man)
+    counts: dict[tuple[int, int], int] = {}
+    for s in sizes:
+        counts[s] = counts.get(s, 0) + 1
+    # most common first; ties: the larger size, then the earlier one in the manifest
+    ranked = sorted(counts, key=lambda s: (-counts[s], -s[0] * s[1]))
+    w, h = ranked[0]
+    mixed = len(counts) > 1 or w != h
+    return ImageSizes(min(w, h), mixed, {f"{w}x{h}": counts[(w, h)] for w, h in ranked})
 
 
 class _Scorer:
@@ -299,7 +389,8 @@ class _Scorer:
         self._fd_refs: dict[str, FrechetReference] = {}
         self._cmmd_refs: dict[str, CMMDReference] = {}
         self._kid_refs: dict[str, KIDReference] = {}
-        self._fd_real: dict[tuple[str, int], float] = {}
+        self._prdc_refs: dict[str, PRDCReference | None] = {}
+        self._fd_real: dict[tuple[str, int], tuple[float, float]] = {}
         self.clip_scores = self._clip_scores()
 
     def _clip_scores(self) -> np.ndarray | None:
@@ -317,7 +408,7 @@ class _Scorer:
         ood = bool(not self.in_domain[idx].all())
         row: dict[str, Any] = {c: np.nan for c in COLUMNS}
         row.update(guidance_weight=w, category=category, num_images=int(idx.size), out_of_domain=ood,
-                   fd_extractor="", fd_reference="", cmmd_model="", clip_model="")
+                   fd_extractor="", fd_reference="", cmmd_estimator="", cmmd_model="", clip_model="")
         fd_ext, clip = self.models.fd, self.models.clip
         if fd_ext is not None:
             self._fd_columns(row, category, idx, fd_ext, ood)
@@ -329,8 +420,9 @@ class _Scorer:
             row["clip_score_ci_low"], row["clip_score_ci_high"] = bootstrap_mean_ci(s, cfg.bootstrap, cfg.seed,
                                                                                     cfg.ci_level)
             if cfg.cmmd and "cmmd" in self.refs:
-                row["cmmd_model"] = label
-                row["cmmd"] = self._cmmd_ref(category).distance(self.feats[clip.name][idx])
+                row["cmmd_model"], row["cmmd_estimator"] = label, cfg.cmmd_estimator
+                row["cmmd"], row["cmmd_ci_low"], row["cmmd_ci_high"] = self._cmmd_ref(category).distance_ci(
+                    self.feats[clip.name][idx], cfg.ci_level)
         self._alignment_columns(row, idx)
         return row
 
@@ -342,15 +434,61 @@ class _Scorer:
         x = self.feats[ext.name][idx]
         if x.shape[0] >= 2:
             fref = self._fd_ref(group, stats)
+            se, groups = self._fd_values(row, x, fref)
+            if cfg.real_baseline and cfg.reference == "shapes" and not ood:
+                self._floor_columns(row, group, ext, fref, se, groups)
+        if ref.group_features(group) is not None:
+            self._kid_columns(row, group, x)
+            self._prdc_columns(row, group, x)
+
+    def _fd_values(self, row: dict, x: np.ndarray, fref: FrechetReference) -> tuple[float, int]:
+        """fd, its interval (``fd_interval``) and fd_inf; returns the jackknife's (se, G), (nan, 0) without it."""
+        cfg = self.cfg
+        se, groups = float("nan"), 0
+        if cfg.fd_interval == "jackknife":
+            row["fd"], row["fd_ci_low"], row["fd_ci_high"], se, groups = fd_jackknife(
+                x, fref, cfg.fd_jackknife_groups, cfg.seed, cfg.ci_level)
+        else:
             row["fd"] = fref.distance_features(x)
             row["fd_ci_low"], row["fd_ci_high"] = fd_bootstrap(x, fref, cfg.fd_bootstrap, cfg.seed, cfg.ci_level)
-            if cfg.real_baseline and cfg.reference == "shapes" and not ood:
-                row["fd_real"] = self._real_fd(group, x.shape[0], ext, fref)
-        if cfg.kid and ref.group_features(group) is not None:
-            if group not in self._kid_refs:
-                self._kid_refs[group] = KIDReference(ref.group_features(group))
-            row["kid"], row["kid_std"], row["kid_subset_size"] = self._kid_refs[group].kid(
-                x, cfg.kid_subsets, cfg.kid_subset_size, cfg.seed)
+        if cfg.fd_inf:
+            row["fd_inf"] = fd_inf(x, fref, cfg.fd_inf_min_n, cfg.seed)
+        return se, groups
+
+    def _floor_columns(self, row: dict, group: str, ext: FeatureExtractor, fref: FrechetReference, se: float,
+                       groups: int) -> None:
+        """fd_real (real images at this N), fd_excess = fd - fd_real, and its interval from both jackknife
+        standard errors (independent image sets: se = sqrt(se_fd^2 + se_real^2))."""
+        real, real_se = self._real_fd(group, int(row["num_images"]), ext, fref)
+        row["fd_real"] = real
+        row["fd_excess"] = row["fd"] - real
+        if groups:
+            row["fd_excess_ci_low"], row["fd_excess_ci_high"] = jackknife.interval(
+                row["fd_excess"], float(np.hypot(se, real_se)), groups, self.cfg.ci_level)
+
+    def _kid_columns(self, row: dict, group: str, x: np.ndarray) -> None:
+        cfg = self.cfg
+        if not cfg.kid:
+            return
+        if group not in self._kid_refs:
+            self._kid_refs[group] = KIDReference(self.refs["fd"].group_features(group))
+        kref = self._kid_refs[group]
+        row["kid"], row["kid_std"], row["kid_subset_size"] = kref.kid(x, cfg.kid_subsets, cfg.kid_subset_size,
+                                                                      cfg.seed)
+        row["kid_se"] = kref.standard_error(x)
+
+    def _prdc_columns(self, row: dict, group: str, x: np.ndarray) -> None:
+        """precision, recall, density, coverage against the first ``prdc_ref_n`` reference images of the group."""
+        if not self.cfg.prdc:
+            return
+        if group not in self._prdc_refs:
+            ref, k = self.refs["fd"], self.cfg.prdc_k
+            real = ref.group_features(group)[:self.cfg.prdc_ref_n].astype(np.float64)
+            self._prdc_refs[group] = None if real.shape[0] <= k else PRDCReference(real, k, np.asarray(
+                ref.derived_values(f"prdc_radii/{group}/k={k}/n={real.shape[0]}", lambda: knn_radii(real, k))))
+        pref = self._prdc_refs[group]
+        if pref is not None and x.shape[0] > pref.k:
+            row.update(pref.compute(x), prdc_k=pref.k)
 
     def _fd_ref(self, group: str, stats: FrechetStats) -> FrechetReference:
         if group not in self._fd_refs:
@@ -367,17 +505,22 @@ class _Scorer:
             self._cmmd_refs[group] = CMMDReference(feats, estimator=est, k_yy=k_yy)
         return self._cmmd_refs[group]
 
-    def _real_fd(self, group: str, n: int, ext: FeatureExtractor, fref: FrechetReference) -> float:
-        """FD of n real images against the reference group: a property of the reference, cached beside it."""
+    def _real_fd(self, group: str, n: int, ext: FeatureExtractor, fref: FrechetReference) -> tuple[float, float]:
+        """(FD, its jackknife standard error) of n real images against the reference group: a property of the
+        reference, cached beside it."""
         if (group, n) not in self._fd_real:
-            stream = f"{self.cfg.ref_seed}:{group}:{n}"
+            cfg = self.cfg
+            stream = f"{cfg.ref_seed}:{group}:{n}"
 
-            def compute() -> float:
+            def compute() -> list[float]:
                 real = shapes_real_features(ext, n, self.resolution, stream, None if group == "all" else group,
-                                            batch_size=max(self.cfg.batch_size, 256))
-                return fref.distance_features(real)
+                                            batch_size=max(cfg.batch_size, 256))
+                fd, _, _, se, _ = fd_jackknife(real, fref, cfg.fd_jackknife_groups, cfg.seed, cfg.ci_level)
+                return [fd, se]
 
-            self._fd_real[(group, n)] = self.refs["fd"].derived(f"fd_real/{group}/n={n}/stream={stream}", compute)
+            name = f"fd_real/{group}/n={n}/stream={stream}/jackknife={cfg.fd_jackknife_groups},seed={cfg.seed}"
+            fd, se = self.refs["fd"].derived_values(name, compute)
+            self._fd_real[(group, n)] = (fd, se)
         return self._fd_real[(group, n)]
 
     def _alignment_columns(self, row: dict, idx: np.ndarray) -> None:
@@ -427,19 +570,20 @@ def score_run(run_dir: Path, cfg: MetricsConfig, dist: Dist | None = None) -> pd
     if len(man) == 0:
         raise ValueError(f"{run_dir / rundir.MANIFEST} lists no images")
     models = _build_models(cfg, needs_alignment=bool((man["truth"] != "").any()))
-    resolution = _resolution(run_dir, man)
+    sizes = image_sizes(run_dir, man)
+    resolution = sizes.resolution
     refs = _references(cfg, models, resolution) if dist.world == 1 else None
     cache = ImageCache.load(run_dir)  # every rank reads the per-image results of an earlier scoring
     ck = cache_keys(run_dir, man, cfg, models) if dist.world == 1 else None  # image digests: hashed once
     mine = shard_indices(len(man), cfg.batch_size, dist)
-    parts = dist.gather(_extract_part(run_dir, man, cfg, models, resolution, cache, mine, dist, ck))
+    parts = dist.gather(_extract_part(run_dir, man, cfg, models, sizes, cache, mine, dist, ck))
     if not dist.is_main:
         return None
     feats, verdicts = _merge_parts(parts, len(man))
     remember(cache, run_dir, man, cfg, models, feats, verdicts, ck)
     refs = refs if refs is not None else _references(cfg, models, resolution)
     scorer = _Scorer(cfg, man, models, feats, verdicts, refs, resolution)
-    return write_outputs(run_dir, cfg, models, refs, scorer)
+    return write_outputs(run_dir, cfg, models, refs, scorer, sizes)
 
 
 def shard_indices(n: int, batch_size: int, d: Dist) -> np.ndarray:
@@ -451,17 +595,18 @@ def shard_indices(n: int, batch_size: int, d: Dist) -> np.ndarray:
 Part = tuple[np.ndarray, dict[str, np.ndarray], list]
 
 
-def _extract_part(run_dir: Path, man: pd.DataFrame, cfg: MetricsConfig, models: _Models, resolution: int,
+def _extract_part(run_dir: Path, man: pd.DataFrame, cfg: MetricsConfig, models: _Models, sizes: ImageSizes,
                   cache: ImageCache, mine: np.ndarray, dist: Dist, ck: CacheKeys | None = None) -> Part:
     """This rank's rows of the image pass. One process saves the cache while it goes (a killed metric phase
     resumes from its last save); ranks save once, on rank 0, at the end."""
     if not mine.size:
         return mine, {}, []
     if dist.world == 1:
-        feats, verdicts = _extract_all(run_dir, man, cfg, models, resolution, cache, lambda: cache.save(run_dir), ck)
+        feats, verdicts = _extract_all(run_dir, man, cfg, models, sizes.resolution, cache,
+                                       lambda: cache.save(run_dir), ck, mixed=sizes.mixed)
     else:
-        feats, verdicts = _extract_all(run_dir, man.iloc[mine].reset_index(drop=True), cfg, models, resolution,
-                                       cache)
+        feats, verdicts = _extract_all(run_dir, man.iloc[mine].reset_index(drop=True), cfg, models, sizes.resolution,
+                                       cache, mixed=sizes.mixed)
     return mine, feats, verdicts
 
 
@@ -503,30 +648,27 @@ def image_scores(scorer: "_Scorer") -> pd.DataFrame:
 
 
 def write_outputs(run_dir: Path, cfg: MetricsConfig, models: _Models, refs: dict[str, RefStats],
-                  scorer: "_Scorer") -> pd.DataFrame:
+                  scorer: "_Scorer", sizes: ImageSizes | None = None) -> pd.DataFrame:
     table = metrics_table(scorer)
     rundir.atomic_write_text(image_scores(scorer).to_csv(index=False), run_dir / rundir.IMAGE_SCORES)
     rundir.write_metrics(run_dir, table)
-    rundir.atomic_write_text(json.dumps(_describe(cfg, models, refs), indent=2), run_dir / rundir.METRICS_JSON)
+    rundir.atomic_write_text(json.dumps(_describe(cfg, models, refs, sizes), indent=2),
+                             run_dir / rundir.METRICS_JSON)
     return table
 
 
-def _describe(cfg: MetricsConfig, models: _Models, refs: dict[str, RefStats]) -> dict[str, Any]:
-    """What every number in metrics.csv is: config, backbones, resizes, references, definitions."""
+def _describe(cfg: MetricsConfig, models: _Models, refs: dict[str, RefStats],
+              sizes: ImageSizes | None = None) -> dict[str, Any]:
+    """What every number in metrics.csv is: config, backbones, resizes, references, definitions (and, for
+    images of several sizes, how they were resized: ``mixed_sizes``)."""
+    mixed = {"mixed_sizes": sizes.describe()} if sizes is not None and sizes.mixed else {}
     return {
+        **mixed,
         "config": dataclasses.asdict(cfg),
         "extractors": {name: {"dim": e.dim, "resize": e.resize} for name, e in models.extractors.items()},
         "references": {k: json.loads(r.key.to_json()) for k, r in refs.items()},
-        "definitions": {
-            "fd": "||mu1-mu2||^2 + Tr(S1 + S2 - 2 sqrtm(S1 S2)), unbiased covariances, float64",
-            "fd_ci": f"percentile bootstrap over the row's images, {cfg.fd_bootstrap} resamples, reference fixed",
-            "fd_real": "FD of as many independent real shapes images against the same reference",
-            "kid": f"unbiased MMD^2, kernel (x.y/d + 1)^3, {cfg.kid_subsets} subsets of min({cfg.kid_subset_size}, N)",
-            "cmmd": f"MMD^2 x1000, RBF sigma 10 on L2-normalised embeddings, {cfg.cmmd_estimator} estimator",
-            "clip_score": "mean over images of max(100 cos(image, caption), 0)",
-            "alignment": "fraction of images the exact shapes detector scores correct",
-            "ci": f"{cfg.ci_level:.0%} percentile bootstrap over images, {cfg.bootstrap} resamples, seed {cfg.seed}",
-        },
+        "definitions": definitions(cfg),
+        "conventions": conventions(),
     }
 
 

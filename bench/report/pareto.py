@@ -6,8 +6,10 @@ score, one point per guidance weight w: moving along the curve trades image fide
 
 - x: CLIP score, mean over images of max(100 cos, 0), with the backbone named from the
   ``clip_model`` column of metrics.csv; horizontal bars: its bootstrap CI;
-- y: Fréchet distance in the feature space named by ``fd_extractor``; vertical bars: its
-  bootstrap CI; dashed line: ``fd_real`` (real images at the same N), when measured;
+- y: Fréchet distance in the feature space named by ``fd_extractor`` (``metrics.pareto_fd``: ``fd``,
+  ``fd_excess`` = fd - fd_real, comparable across N, or ``fd_inf``, extrapolated to N -> infinity);
+  vertical bars: its interval from metrics.csv (jackknife; fd_inf has none); dashed line: ``fd_real``
+  (real images at the same N) for fd, 0 for fd_excess;
 - one marker per w, labelled with w; N (images per w) in the title.
 
 Empty metric cells are left out of a plot (never drawn as zero) and named in a note.
@@ -29,11 +31,14 @@ from matplotlib.figure import Figure
 from bench import rundir
 
 CATEGORY_ORDER = ("all", "Colors", "Counting", "Positional")
-MetricColumn = Literal["fd", "clip_score", "alignment", "kid", "cmmd", "color_alignment"]
-AXIS_NAMES = {"fd": "FD", "clip_score": "CLIP score", "alignment": "alignment (exact detector)",
+MetricColumn = Literal["fd", "fd_excess", "fd_inf", "clip_score", "alignment", "kid", "cmmd", "color_alignment"]
+FdColumn = Literal["fd", "fd_excess", "fd_inf"]
+FD_COLUMNS = ("fd", "fd_excess", "fd_inf")
+AXIS_NAMES = {"fd": "FD", "fd_excess": "FD - FD of real images at this N", "fd_inf": "FD-infinity",
+              "clip_score": "CLIP score", "alignment": "alignment (exact detector)",
               "kid": "KID", "cmmd": "CMMD", "color_alignment": "colour alignment"}
-LOWER_IS_BETTER = {"fd": True, "kid": True, "cmmd": True, "clip_score": False, "alignment": False,
-                   "color_alignment": False}
+LOWER_IS_BETTER = {"fd": True, "fd_excess": True, "fd_inf": True, "kid": True, "cmmd": True, "clip_score": False,
+                   "alignment": False, "color_alignment": False}
 
 
 @dataclass
@@ -82,8 +87,8 @@ def n_text(tables: Sequence[pd.DataFrame]) -> str:
 def axis_label(column: str, tables: Sequence[pd.DataFrame]) -> str:
     """An axis label stating what the metric is and where it comes from."""
     arrow = "lower is better" if LOWER_IS_BETTER.get(column, False) else "higher is better"
-    if column == "fd":
-        return plain(f"FD, {describe_column(tables, 'fd_extractor')} features ({arrow})")
+    if column in FD_COLUMNS:
+        return plain(f"{AXIS_NAMES[column]}, {describe_column(tables, 'fd_extractor')} features ({arrow})")
     if column == "clip_score":
         return plain(f"CLIP score, max(100 cos, 0); backbone {describe_column(tables, 'clip_model')} ({arrow})")
     if column == "cmmd":
@@ -113,35 +118,50 @@ def _errorbar(ax: Any, x: np.ndarray, y: np.ndarray, xerr: np.ndarray | None, ye
             ax.errorbar(x[ok], y[ok], fmt="none", ecolor=color, alpha=0.55, capsize=2, lw=1, **kw)
 
 
-def draw_pareto(ax: Any, curves: Sequence[Curve], annotate: bool = True, floor: bool = True) -> list[str]:
-    """FD (y) against CLIP score (x), one marker per w; returns notes on left-out points."""
+def draw_pareto(ax: Any, curves: Sequence[Curve], annotate: bool = True, floor: bool = True,
+                fd_column: FdColumn = "fd") -> list[str]:
+    """FD (y; ``fd_column``: fd, fd_excess or fd_inf) against CLIP score (x), one marker per w; returns notes
+    on left-out points."""
+    if fd_column not in FD_COLUMNS:
+        raise ValueError(f"fd_column must be one of {FD_COLUMNS}, got {fd_column!r}")
     notes: list[str] = []
     colors = [f"C{i % 10}" for i in range(len(curves))]
     for curve, color in zip(curves, colors):
         t = curve.table
-        ok = np.isfinite(t["fd"].to_numpy(float)) & np.isfinite(t["clip_score"].to_numpy(float))
+        fd = t[fd_column].to_numpy(float) if fd_column in t.columns else np.full(len(t), np.nan)
+        ok = np.isfinite(fd) & np.isfinite(t["clip_score"].to_numpy(float))
         dropped = t.loc[~ok, "guidance_weight"].tolist()
         if dropped:
             notes.append(f"{curve.label + ': ' if curve.label else ''}w = "
-                         f"{', '.join(f'{w:g}' for w in dropped)} left out (FD or CLIP score empty)")
+                         f"{', '.join(f'{w:g}' for w in dropped)} left out ({fd_column} or CLIP score empty)")
         t = t[ok]
         if t.empty:
             continue
-        x, y = t["clip_score"].to_numpy(float), t["fd"].to_numpy(float)
-        xerr, yerr = _errors(t, "clip_score"), _errors(t, "fd")
+        x, y = t["clip_score"].to_numpy(float), t[fd_column].to_numpy(float)
+        xerr, yerr = _errors(t, "clip_score"), _errors(t, fd_column)
         _errorbar(ax, x, y, xerr, yerr, color)
         ax.plot(x, y, "-o", color=color, ms=5, lw=1.5, label=plain(curve.label) if curve.label else None)
         if annotate:
             for xi, yi, w in zip(x, y, t["guidance_weight"]):
                 ax.annotate(f"w={w:g}", (xi, yi), textcoords="offset points", xytext=(5, 4), fontsize=7,
                             color=color)
-        if floor and len(curves) == 1 and has_values(t, "fd_real"):
-            real = float(np.nanmean(t["fd_real"].to_numpy(float)))
-            ax.axhline(real, color="0.4", ls="--", lw=1, label=f"FD of real images at this N ({real:.3g})")
+        if floor and len(curves) == 1:
+            _floor_line(ax, t, fd_column)
+    if fd_column == "fd_inf":
+        notes.append("FD-infinity (extrapolated to N -> infinity) has no interval: no vertical bars")
     ax.set_xlabel(axis_label("clip_score", [c.table for c in curves]), fontsize=8)
-    ax.set_ylabel(axis_label("fd", [c.table for c in curves]), fontsize=8)
+    ax.set_ylabel(axis_label(fd_column, [c.table for c in curves]), fontsize=8)
     ax.grid(alpha=0.3)
     return notes
+
+
+def _floor_line(ax: Any, t: pd.DataFrame, fd_column: str) -> None:
+    """What real images score: fd_real (at this N) on the fd axis, 0 on the fd_excess axis."""
+    if fd_column == "fd" and has_values(t, "fd_real"):
+        real = float(np.nanmean(t["fd_real"].to_numpy(float)))
+        ax.axhline(real, color="0.4", ls="--", lw=1, label=f"FD of real images at this N ({real:.3g})")
+    elif fd_column == "fd_excess":
+        ax.axhline(0.0, color="0.4", ls="--", lw=1, label="real images at this N (0)")
 
 
 def draw_vs_w(ax: Any, curves: Sequence[Curve], column: MetricColumn, band: bool = True,
@@ -190,21 +210,21 @@ def _notes(fig: Any, notes: list[str]) -> None:
 
 
 def pareto_figure(curves: Sequence[Curve], png: str | os.PathLike, svg: str | os.PathLike | None = None,
-                  title: str = "") -> Path | None:
-    """Write a FD-vs-CLIP-score Pareto plot of ``curves``; None (nothing written) when no curve has
-    both FD and CLIP score at any w."""
+                  title: str = "", fd_column: FdColumn = "fd") -> Path | None:
+    """Write a FD-vs-CLIP-score Pareto plot of ``curves`` (``fd_column``: fd, fd_excess or fd_inf); None
+    (nothing written) when no curve has both that FD and CLIP score at any w."""
 
-    usable = [c for c in curves if has_values(c.table, "fd") and has_values(c.table, "clip_score")]
+    usable = [c for c in curves if has_values(c.table, fd_column) and has_values(c.table, "clip_score")]
     if not usable:
         return None
     fig = Figure(figsize=(7.0, 5.2))
     ax = fig.add_subplot(1, 1, 1)
-    notes = draw_pareto(ax, curves)
-    notes += [f"{c.label}: no FD or no CLIP score" for c in curves if c not in usable and c.label]
+    notes = draw_pareto(ax, curves, fd_column=fd_column)
+    notes += [f"{c.label}: no {fd_column} or no CLIP score" for c in curves if c not in usable and c.label]
     heading = f"{plain(title)}\n" if title else ""
     ax.set_title(f"{heading}Fidelity vs text alignment over guidance weight w ({n_text([c.table for c in usable])})",
                  fontsize=9)
-    if any(c.label for c in curves) or has_values(usable[0].table, "fd_real"):
+    if ax.get_legend_handles_labels()[0]:  # curve labels, or the real-images line
         ax.legend(fontsize=7, loc="best")
     _notes(fig, notes)
     fig.tight_layout(rect=(0, 0.04 if notes else 0, 1, 1))

@@ -28,18 +28,27 @@ import pandas as pd
 from bench import rundir
 
 from .grid import grid_rows, write_grid
-from .pareto import Curve, alignment_figure, category_rows, has_values, pareto_figure
+from .pareto import FD_COLUMNS, Curve, alignment_figure, category_rows, has_values, pareto_figure
 
 log = logging.getLogger(__name__)
 
 Block = tuple  # ("h1"|"h2"|"p"|"warn"|"ul"|"table"|"code"|"img", ...)
 METRIC_VIEW = (  # (column, header, with CI)
-    ("fd", "FD", True), ("fd_real", "FD real (floor)", False), ("kid", "KID", False), ("cmmd", "CMMD", False),
+    ("fd", "FD", True), ("fd_real", "FD real (floor)", False), ("fd_excess", "FD - floor", True),
+    ("fd_inf", "FD-inf", False), ("kid", "KID", False), ("kid_se", "KID s.e.", False),
+    ("precision", "precision", False), ("recall", "recall", False), ("density", "density", False),
+    ("coverage", "coverage", False), ("cmmd", "CMMD", True),
     ("clip_score", "CLIP score", True), ("alignment", "alignment", True), ("color_alignment", "colour align.", False))
-DESCRIBED = ("fd_extractor", "fd_reference", "clip_model", "cmmd_model")
+DESCRIBED = ("fd_extractor", "fd_reference", "clip_model", "cmmd_model", "cmmd_estimator", "prdc_k")
 
 
 # ------------------------------------------------------------------ inputs
+
+def pareto_fd(run_dir: Path) -> str:
+    """The Pareto plot's fidelity column: ``metrics.pareto_fd`` as scored (metrics.json), else ``fd``."""
+    value = (rundir.read_json(run_dir / rundir.METRICS_JSON).get("config") or {}).get("pareto_fd") or "fd"
+    return value if value in FD_COLUMNS else "fd"
+
 
 def _read_text(path: Path) -> str | None:
     return path.read_text(encoding="utf-8") if path.is_file() else None
@@ -350,7 +359,7 @@ def write_run_outputs(run_dir: str | os.PathLike, info: dict[str, Any] | None = 
     made: dict[str, Path | None] = {"pareto": None, "alignment": None}
     if metrics is not None:
         made["pareto"] = pareto_figure([Curve("", category_rows(metrics, "all"))], run_dir / "pareto.png",
-                                       run_dir / "pareto.svg", title=title)
+                                       run_dir / "pareto.svg", title=title, fd_column=pareto_fd(run_dir))
         made["alignment"] = alignment_figure(metrics, run_dir / "alignment.png", title=title)
     for name, files in (("pareto", ("pareto.png", "pareto.svg")), ("alignment", ("alignment.png",))):
         if made[name] is None:

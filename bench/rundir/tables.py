@@ -21,11 +21,14 @@ log = logging.getLogger(__name__)
 MANIFEST_COLUMNS = ["path", "prompt_id", "prompt", "category", "seed", "guidance_weight", "sample_index",
                     "image_index", "truth", "width", "height"]
 METRICS_COLUMNS = ["guidance_weight", "category", "num_images",
-                   "fd", "fd_ci_low", "fd_ci_high", "fd_real", "fd_extractor", "fd_reference",
-                   "kid", "kid_std", "kid_subset_size", "cmmd", "cmmd_model",
+                   "fd", "fd_ci_low", "fd_ci_high", "fd_real", "fd_excess", "fd_excess_ci_low", "fd_excess_ci_high",
+                   "fd_inf", "fd_extractor", "fd_reference",
+                   "kid", "kid_std", "kid_se", "kid_subset_size",
+                   "precision", "recall", "density", "coverage", "prdc_k",
+                   "cmmd", "cmmd_ci_low", "cmmd_ci_high", "cmmd_estimator", "cmmd_model",
                    "clip_score", "clip_score_ci_low", "clip_score_ci_high", "clip_model",
                    "alignment", "alignment_ci_low", "alignment_ci_high", "color_alignment", "out_of_domain"]
-METRICS_TEXT_COLUMNS = ("category", "fd_extractor", "fd_reference", "cmmd_model", "clip_model")
+METRICS_TEXT_COLUMNS = ("category", "fd_extractor", "fd_reference", "cmmd_estimator", "cmmd_model", "clip_model")
 MANIFEST_REQUIRED = ("path", "prompt", "guidance_weight")
 
 
