@@ -30,7 +30,7 @@ browser:
 
 # installs Debian's postgresql when missing and starts the tests' server on 127.0.0.1 (idempotent)
 postgres:
-	bash .ci/postgres.sh
+	bash .ci/postgres.sh || { [ "$${CI:-}" != "true" ] && echo "make: no PostgreSQL server here; its tests skip (in CI they fail)"; }
 
 test: setup browser postgres
 	$(PY) -m pytest -q tests

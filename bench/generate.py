@@ -62,6 +62,10 @@ def plan_jobs(prompts: Sequence[PromptRecord], weights: Sequence[float], samples
         raise ValueError(f"guidance weights must be finite and >= 0 (w = 1: no guidance), got {bad}")
     if len(set(weights)) != len(weights):
         raise ValueError(f"guidance weights repeat: {list(weights)}")
+    tags = [weight_tag(w) for w in weights]
+    if len(set(tags)) != len(tags):
+        raise ValueError(f"guidance weights {list(weights)} share an image folder name ({tags}): give weights that "
+                         "differ in their first 6 significant digits")
     if samples_per_prompt < 1:
         raise ValueError(f"samples_per_prompt must be >= 1, got {samples_per_prompt}")
     ids = [p.id for p in prompts]

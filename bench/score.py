@@ -60,6 +60,7 @@ from imagen.cascade import REPO_ROOT
 log = logging.getLogger("bench.score")
 
 UNNAMED_WEIGHT = 0.0      # guidance_weight of images whose manifest states none (one unnamed setting)
+DEFAULT_OUT_ROOT = "results/scored"  # where conf/score.yaml puts run directories without hydra.run.dir
 FOLDER_MANIFEST = rundir.MANIFEST  # DIR/manifest.csv: the folder's own listing, named like a run directory's
 GENEVAL_METADATA = "metadata.jsonl"
 PROGRESS_MIN = 100        # a progress bar from this many images on
@@ -511,8 +512,8 @@ def main() -> None:
         missing = missing_arguments(argv, ("images", "prompts"))
         if missing:
             _fail(f"missing {', '.join(missing)}; {USAGE}")
-        images, out = _given(argv, "images"), _given(argv, "hydra.run.dir")
-        if images and out and _overlap(Path(out).expanduser(), Path(images).expanduser()):
+        images, out = _given(argv, "images"), _given(argv, "hydra.run.dir") or DEFAULT_OUT_ROOT
+        if images and _overlap(Path(out).expanduser().resolve(), Path(images).expanduser().resolve()):
             # checked before Hydra creates OUT/.hydra: the source folder is never written
             _fail(f"hydra.run.dir={out} and images={images} overlap: the run directory must be outside the "
                   "source folder (which is never written) and must not contain it")

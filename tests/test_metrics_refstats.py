@@ -3,8 +3,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import hashlib
+import random
+
 import numpy as np
 import pytest
+import torch
 
 from bench.metrics import refstats as rs
 from bench.metrics.frechet import FrechetStats
@@ -136,3 +140,144 @@ def test_cli_computes_and_reports(tmp_path, monkeypatch, capsys):
     assert len(list(tmp_path.glob("shapes-heldout-seed0-n12-16px-*.npz"))) == 1
     code = rs.main(["--dataset", "coco", "--n", "12", "--cache-dir", str(tmp_path)])
     assert code == 2 and "metrics.coco_images" in capsys.readouterr().err
+
+
+
+# ---- complete keys: every input that changes the numbers is part of the key --------------------------------
+
+def _coco_folder(folder: Path, seed: int, sizes=((20, 30), (40, 24), (16, 16))) -> Path:
+    rng = np.random.default_rng(seed)
+    for i, (h, w) in enumerate(sizes):
+        S.write_png(folder / f"COCO_val2014_{i:012d}.png", rng.integers(0, 256, (h, w, 3), np.uint8))
+    return folder
+
+
+def _with(**attrs) -> S.CountingExtractor:
+    ext = S.CountingExtractor()
+    for k, v in attrs.items():
+        setattr(ext, k, v)
+    return ext
+
+
+def test_each_input_of_the_shapes_key_changes_it(monkeypatch):
+    ext = S.CountingExtractor()
+    base = rs.shapes_key(ext, 100, 64)
+    assert base.source == f"scene-v{rs.SCENE_VERSION} render-v{rs.RENDER_VERSION}"
+    assert (base.weights, base.device, base.dtype) == ("", "cpu", "float32")  # a stand-in without those attributes
+    assert rs.shapes_key(S.CountingExtractor(), 100, 64) == base
+    assert base.describe() == "shapes/heldout-seed0 n=100 64px"  # metrics.csv's fd_reference stays short
+    changed = {}
+    with monkeypatch.context() as m:
+        m.setattr(rs, "RENDER_VERSION", rs.RENDER_VERSION + 1)
+        changed["render"] = rs.shapes_key(ext, 100, 64)
+    with monkeypatch.context() as m:
+        m.setattr(rs, "SCENE_VERSION", rs.SCENE_VERSION + 1)
+        changed["scene"] = rs.shapes_key(ext, 100, 64)
+    changed["weights"] = rs.shapes_key(_with(weights="sha256:0123456789abcdef"), 100, 64)
+    changed["weights2"] = rs.shapes_key(_with(weights="sha256:fedcba9876543210"), 100, 64)
+    changed["device"] = rs.shapes_key(_with(device=torch.device("cuda")), 100, 64)
+    changed["dtype"] = rs.shapes_key(_with(dtype=torch.float16), 100, 64)
+    assert changed["device"].device == "cuda" and changed["dtype"].dtype == "float16"
+    # the device *type* is what changes the numbers, not which card
+    assert rs.shapes_key(_with(device="cuda:1"), 100, 64) == changed["device"]
+    keys = [base, *changed.values()]
+    assert len(set(keys)) == len({k.filename() for k in keys}) == len(keys)
+    for k in keys:  # readable names; only the short hash tells them apart
+        assert k.filename().startswith("shapes-heldout-seed0-n100-64px-counting_test_extractor-")
+
+
+def test_a_bumped_renderer_version_recomputes_and_old_files_are_left_alone(tmp_path, monkeypatch):
+    ext = S.CountingExtractor()
+    old_key = rs.RefKey("shapes", "heldout-seed0", 10, 16, ext.name, ext.resize)  # a key from before the new fields
+    assert rs.RefKey.from_json(old_key.to_json()) == old_key
+    first = rs.shapes_refstats(ext, n=10, resolution=16, cache=tmp_path)
+    old = rs.RefStats(old_key, first.groups)
+    old.save(tmp_path / old_key.filename())
+    assert old_key.filename() != first.key.filename()
+    assert rs.shapes_refstats(ext, n=10, resolution=16, cache=tmp_path).key == first.key and ext.images_seen == 10
+    monkeypatch.setattr(rs, "RENDER_VERSION", rs.RENDER_VERSION + 1)
+    bumped = rs.shapes_refstats(ext, n=10, resolution=16, cache=tmp_path)
+    assert ext.images_seen == 20 and bumped.key.source.endswith(f"render-v{rs.RENDER_VERSION}")
+    assert len(list(tmp_path.glob("*.npz"))) == 3  # old-format, v1 and v2 files side by side, none rewritten
+    assert rs.RefStats.load(tmp_path / old_key.filename()).key == old_key
+
+
+def test_shapes_versions_pin_the_scenes_and_pixels():
+    """Guard for SCENE_VERSION / RENDER_VERSION: when this fails, scenes or pixels changed, so cached shapes
+    references no longer describe the images: bump the version in bench/shapes/scene.py or render.py, and
+    update the pinned digest here (a Pillow upgrade that redraws shapes differently counts too)."""
+    from bench.shapes import render_batch, sample_scene
+    from bench.shapes.render import RENDER_VERSION
+    from bench.shapes.scene import SCENE_VERSION
+
+    rng = random.Random("shapes-version-guard")
+    scenes = [sample_scene(rng) for _ in range(60)]
+    scene_digest = hashlib.sha256("\n".join(s.to_json() for s in scenes).encode()).hexdigest()[:16]
+    pixel_digest = hashlib.sha256(b"".join(render_batch(scenes[:12], r).tobytes() for r in (16, 64))).hexdigest()[:16]
+    assert {SCENE_VERSION: scene_digest} == {1: "241a788a4ee71b31"}
+    assert {RENDER_VERSION: pixel_digest} == {1: "7f5c69b9ce5f6d15"}
+
+
+def test_coco_key_names_the_files_read(tmp_path):
+    ext = S.CountingExtractor()
+    a = rs.coco_image_paths(_coco_folder(tmp_path / "a", seed=0), 3)
+    key = rs.coco_key(ext, a, 8)
+    assert key.source.startswith("names+sizes sha256:") and key.n == 3
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for p in a:
+        (copy / p.name).write_bytes(p.read_bytes())
+    assert rs.coco_key(ext, rs.coco_image_paths(copy, 3), 8) == key  # the same images elsewhere: the same key
+    (copy / a[1].name).rename(copy / "COCO_val2014_000000000007.png")  # another listing
+    renamed = rs.coco_key(ext, rs.coco_image_paths(copy, 3), 8)
+    _coco_folder(tmp_path / "b", seed=1, sizes=((20, 30), (40, 24), (16, 17)))  # another image, same names
+    other = rs.coco_key(ext, rs.coco_image_paths(tmp_path / "b", 3), 8)
+    assert len({key, renamed, other}) == 3
+    assert len({key.filename(), renamed.filename(), other.filename()}) == 3
+
+
+def test_another_coco_folder_of_the_same_size_is_read_not_served_the_first_ones_stats(tmp_path):
+    ext = S.CountingExtractor()
+    a = _coco_folder(tmp_path / "a", seed=0)
+    b = _coco_folder(tmp_path / "b", seed=1, sizes=((30, 20), (24, 40), (17, 16)))  # same N, names, resolution
+    cache = tmp_path / "cache"
+    ref_a = rs.coco_refstats(ext, a, n=3, resolution=8, cache=cache)
+    assert ext.images_seen == 3
+    ref_b = rs.coco_refstats(ext, b, n=3, resolution=8, cache=cache)
+    assert ext.images_seen == 6  # read and computed, not the first folder's file
+    assert ref_a.key != ref_b.key and ref_a.key.filename() != ref_b.key.filename()
+    assert not np.allclose(ref_a.groups["all"].mu, ref_b.groups["all"].mu)
+    assert rs.coco_refstats(ext, a, n=3, resolution=8, cache=cache).key == ref_a.key and ext.images_seen == 6
+    # the same folder, its images replaced by others: recomputed too
+    _coco_folder(a, seed=2, sizes=((21, 30), (40, 25), (15, 16)))
+    ref_a2 = rs.coco_refstats(ext, a, n=3, resolution=8, cache=cache)
+    assert ext.images_seen == 9 and ref_a2.key != ref_a.key
+    # without a folder, an ambiguous cache is an error naming the setting, not a guess
+    with pytest.raises(ValueError, match="metrics.coco_images"):
+        rs.coco_refstats(ext, None, n=3, resolution=8, cache=cache)
+    with pytest.raises(FileNotFoundError, match="metrics.coco_images"):
+        rs.coco_refstats(ext, None, n=3, resolution=16, cache=cache)
+
+
+def test_shipped_shapes_clip_weights_are_in_the_key_though_not_in_the_name(tmp_path):
+    from bench.metrics.extractors import ShapesClipExtractor, weights_digest
+    from bench.shapes_clip.model import DEFAULT_WEIGHTS, ShapesClip, save_shapes_clip
+
+    shipped = ShapesClipExtractor(None, "cpu")
+    key = rs.shapes_key(shipped, 100, 64)
+    assert shipped.name == "shapes-clip-v1/fd" and key.extractor == shipped.name
+    assert key.weights == weights_digest(DEFAULT_WEIGHTS) and key.weights.startswith("sha256:")
+    assert (key.device, key.dtype) == ("cpu", "float32")
+    assert rs.shapes_key(shipped.with_features("embedding"), 100, 64).weights == key.weights
+    torch.manual_seed(1)
+    save_shapes_clip(ShapesClip(), tmp_path / "retrained.safetensors")
+    retrained = rs.shapes_key(ShapesClipExtractor(tmp_path / "retrained.safetensors", "cpu"), 100, 64)
+    assert retrained.weights == weights_digest(tmp_path / "retrained.safetensors") != key.weights
+
+
+def test_npz_reference_with_other_weights_is_refused(tmp_path):
+    ext = _with(weights="sha256:0123456789abcdef")
+    ref = rs.shapes_refstats(ext, n=10, resolution=16, cache=tmp_path)
+    assert rs.npz_refstats(tmp_path / ref.key.filename(), ext).key == ref.key
+    with pytest.raises(ValueError, match="weights"):
+        rs.npz_refstats(tmp_path / ref.key.filename(), _with(weights="sha256:fedcba9876543210"))

@@ -61,6 +61,11 @@ def _params(pipe: Any) -> dict[str, inspect.Parameter]:
     return dict(inspect.signature(pipe.__call__).parameters)
 
 
+def _as_written(pipe: Any) -> dict[str, Any]:
+    """``clean_caption=False`` for pipelines that would rewrite prompts (IF), depending on installed packages."""
+    return {"clean_caption": False} if "clean_caption" in _params(pipe) else {}
+
+
 def check_pipeline(pipe: Any, path: str, needs: Sequence[str], refuses: Sequence[str] = ()) -> None:
     """Fail at load, naming the pipeline class and what is missing, for a pipeline the harness cannot drive."""
     params = _params(pipe)
@@ -156,7 +161,8 @@ class DiffusersGenerator:
         common = dict(guidance_scale=w, num_inference_steps=self.s.steps, generator=_generators(seeds))
         if len(self.stages) == 1:
             size = dict(height=self.s.resolution, width=self.s.resolution) if self.s.resolution else {}
-            out = self.stages[0](prompt=prompts, negative_prompt=neg, output_type="np", **size, **common).images
+            out = self.stages[0](prompt=prompts, negative_prompt=neg, output_type="np", **size, **common,
+                                 **_as_written(self.stages[0])).images
         else:
             out = self._cascade(prompts, neg, seeds, w, common)
         return as_uint8_images(out, len(jobs), self.image_size, f"{type(self.stages[-1]).__name__} at {self.s.paths[-1]}")
@@ -167,7 +173,7 @@ class DiffusersGenerator:
         first, second = self.stages
         low = first(prompt=prompts, negative_prompt=neg, output_type="pt", clean_caption=False, **common).images
         w2 = w if self.s.sr_weight is None else self.s.sr_weight
-        text: dict[str, Any] = {"prompt": prompts, "negative_prompt": neg}
+        text: dict[str, Any] = {"prompt": prompts, "negative_prompt": neg, **_as_written(second)}
         if getattr(second, "text_encoder", None) is None:  # IF stage II ships without T5: stage I encodes
             emb, neg_emb = first.encode_prompt(prompts, do_classifier_free_guidance=w2 > 1, negative_prompt=neg,
                                                clean_caption=False)

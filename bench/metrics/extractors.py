@@ -8,11 +8,14 @@
   its tower features for FD, its joint embedding for CLIP score and CMMD.
 
 All take uint8 images (N, 3, H, W), run in batches under ``torch.inference_mode`` and return
-float32 features (N, dim) on the CPU. Nothing is loaded at import time; a missing weights file
+float32 features (N, dim) on the CPU. Each also states what reference-statistics keys need beyond
+``name``: ``weights`` (a digest of the weights file, or the tag that names them), ``device`` and
+``dtype`` (the dtype of the model's parameters, which the features are computed in). Nothing is loaded at import time; a missing weights file
 fails in the constructor, before any image is read, naming the file and the config key.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -55,6 +58,21 @@ class ImageTextEncoder(FeatureExtractor, Protocol):
 def file_sha8(path: str | Path) -> str:
     """First 8 hex digits of the file's sha256 (names the weights inside extractor names)."""
     return file_sha256(path)[:8]
+
+
+def weights_digest(path: str | Path) -> str:
+    """``sha256:`` and the first 16 hex digits of the file's sha256 (identifies weights in reference keys)."""
+    return f"sha256:{file_sha256(path)[:16]}"
+
+
+def param_dtype(model: Any, default: str = "float32") -> str:
+    """The dtype of the model's first floating-point parameter ("float32"), ``default`` when it has none."""
+    params = getattr(model, "parameters", None)
+    if callable(params):
+        for p in params():
+            if torch.is_tensor(p) and p.is_floating_point():
+                return str(p.dtype).removeprefix("torch.")
+    return default
 
 
 def _check_images(images: torch.Tensor) -> None:
@@ -105,11 +123,13 @@ class InceptionExtractor:
         except Exception as e:  # wrong file: keys or shapes do not match
             raise ValueError(f"{path} is not a torch-fidelity Inception-v3 state_dict "
                              f"(metrics.inception_weights): {e}") from e
-        sha8 = file_sha8(path)
+        self.weights = weights_digest(path)
+        sha8 = self.weights.removeprefix("sha256:")[:8]
         self.name = "inception-v3-pool3" if sha8 == INCEPTION_SHA8 else f"inception-v3-pool3[{sha8}]"
         self.weights_path = path
         self.device = resolve_device(device)
         self.model.to(self.device)
+        self.dtype = param_dtype(self.model)
         self.batch_size = batch_size
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
@@ -144,7 +164,7 @@ class OpenClipExtractor:
         local_dir = model.startswith("local-dir:")
         if model.endswith(".json") and not Path(model).expanduser().is_file():
             raise FileNotFoundError(f"open_clip model config {model} not found (metrics.clip_model)")
-        label = self._check_pretrained(model, pretrained, local_dir)
+        label, self.weights = self._check_pretrained(model, pretrained, local_dir)
         import open_clip  # optional backend, imported on use (start-up time)
 
         name = _open_clip_model_name(model)
@@ -167,6 +187,7 @@ class OpenClipExtractor:
         self.interpolation = str(cfg.get("interpolation", "bicubic"))
         self.resize_mode = str(cfg.get("resize_mode", "shortest"))
         self.name = f"open_clip:{name}/{label}"
+        self.dtype = param_dtype(self.model)
         self.dim = int(self.model.visual.output_dim)
         crop = "squash" if self.resize_mode == "squash" else "shortest side, centre crop"
         self.resize = (f"{self.interpolation}-antialias to {self.image_size[0]}x{self.image_size[1]} ({crop}), "
@@ -174,12 +195,17 @@ class OpenClipExtractor:
         self.batch_size = batch_size
 
     @staticmethod
-    def _check_pretrained(model: str, pretrained: str | None, local_dir: bool) -> str:
+    def _check_pretrained(model: str, pretrained: str | None, local_dir: bool) -> tuple[str, str]:
+        """(the label in the extractor's name, the weights' identity for reference keys)."""
         if local_dir:
             folder = Path(model[len("local-dir:"):]).expanduser()
             if not folder.is_dir():
                 raise FileNotFoundError(f"open_clip folder {folder} not found (metrics.clip_model=local-dir:...)")
-            return "local-dir"
+            # the folder's files (config and weights), by name and contents
+            h = hashlib.sha256()
+            for f in sorted(p for p in folder.iterdir() if p.is_file()):
+                h.update(f"{f.name}\0{file_sha256(f)}\n".encode())
+            return "local-dir", f"sha256:{h.hexdigest()[:16]}"
         if not pretrained:
             raise ValueError(
                 "open_clip needs weights: set metrics.clip_pretrained=<tag, or a local file "
@@ -190,8 +216,9 @@ class OpenClipExtractor:
             path = Path(pretrained).expanduser()
             if not path.is_file():
                 raise FileNotFoundError(f"open_clip weights file {path} not found (metrics.clip_pretrained)")
-            return f"{path.name}#{file_sha8(path)}"
-        return pretrained
+            digest = weights_digest(path)
+            return f"{path.name}#{digest.removeprefix('sha256:')[:8]}", digest
+        return pretrained, f"open_clip tag {pretrained}"
 
     def _preprocess(self, images: torch.Tensor) -> torch.Tensor:
         mode = InterpolationMode.BILINEAR if self.interpolation == "bilinear" else InterpolationMode.BICUBIC
@@ -228,7 +255,7 @@ class ShapesClipExtractor:
 
     def __init__(self, path: str | Path | None = None, device: str | torch.device = "cpu",
                  batch_size: int = 256, features: Literal["fd", "embedding"] = "fd", model: Any = None,
-                 weights_tag: str | None = None) -> None:
+                 weights_tag: str | None = None, weights: str | None = None) -> None:
         if features not in ("fd", "embedding"):
             raise ValueError(f"shapes-CLIP features must be 'fd' or 'embedding', got {features!r}")
         module = self._module()
@@ -237,9 +264,12 @@ class ShapesClipExtractor:
         self.model: Any = model if model is not None else module.load_shapes_clip(
             path=None if path is None else str(path), device=str(self.device))
         self.features = features
-        # the weights are part of the name (and so of every reference-stats key), as for Inception:
-        # another file than the shipped one gets its digest appended
-        self.weights_tag = self._weights_tag(path, module) if weights_tag is None else weights_tag
+        # the weights are part of every reference-stats key (``weights``: the digest of the file loaded, the
+        # shipped one included); the name, as for Inception, gets a digest only for another file than the shipped one
+        if weights_tag is None or weights is None:
+            weights_tag, weights = self._weights_identity(path, module, in_memory=model is not None)
+        self.weights_tag, self.weights = weights_tag, weights
+        self.dtype = param_dtype(self.model)
         base = str(self.model.name) + self.weights_tag
         self.resize = str(getattr(module, "RESIZE", "shapes-CLIP's own (bench.shapes_clip.model)"))
         if features == "fd" and hasattr(self.model, "fd_features"):
@@ -250,15 +280,20 @@ class ShapesClipExtractor:
         self.batch_size = batch_size
 
     @staticmethod
-    def _weights_tag(path: str | Path | None, module: Any) -> str:
-        """Nothing for the shipped weights (or an in-memory model), else "[sha8]" of the weights file."""
-        if path is None:
-            return ""
+    def _weights_identity(path: str | Path | None, module: Any, in_memory: bool = False) -> tuple[str, str]:
+        """(name tag, weights digest): the tag is nothing for the shipped weights (or an in-memory model), else
+        "[sha8]" of the weights file; the digest is that of the file loaded (``path``, else the shipped file),
+        "in-memory model" for a model given without a file, "" when there is no file to hash."""
         shipped = getattr(module, "DEFAULT_WEIGHTS", None)
-        sha8 = file_sha8(path)
-        if shipped is not None and Path(shipped).is_file() and file_sha8(shipped) == sha8:
-            return ""
-        return f"[{sha8}]"
+        shipped_ok = shipped is not None and Path(shipped).is_file()
+        if path is None:
+            if in_memory:
+                return "", "in-memory model"
+            return "", weights_digest(shipped) if shipped_ok else ""
+        digest = weights_digest(path)
+        if shipped_ok and weights_digest(shipped) == digest:
+            return "", digest
+        return f"[{digest.removeprefix('sha256:')[:8]}]", digest
 
     @staticmethod
     def _module() -> Any:
@@ -269,7 +304,7 @@ class ShapesClipExtractor:
         if features == self.features:
             return self
         return ShapesClipExtractor(self.path, self.device, self.batch_size, features, model=self.model,
-                                   weights_tag=self.weights_tag)  # the same file: not hashed again
+                                   weights_tag=self.weights_tag, weights=self.weights)  # the same file: not hashed again
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         # channels-last input: oneDNN's NHWC convolutions run the tower ~1.4x faster on CPU (features

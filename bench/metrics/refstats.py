@@ -1,7 +1,10 @@
 """Reference statistics: an explicit, named artifact, computed once per key and never silently recomputed.
 
-A key names everything the numbers depend on: dataset, split, N, resolution, extractor (backbone
-and weights) and resize. The file ``<cache>/<dataset>-<split>-n<N>-<res>px-<extractor>-<hash>.npz``
+A key names everything the numbers depend on: dataset, split, N, resolution, extractor (backbone),
+resize, the source images' identity (shapes: the scene-sampler and renderer versions; COCO: a digest
+of the names and sizes of the N files read), the extractor's weights digest (the shipped shapes-CLIP
+file included), device type and dtype. Any change gives another key, so another file: statistics
+are computed afresh, and files written under older keys are simply never read again. The file ``<cache>/<dataset>-<split>-n<N>-<res>px-<extractor>-<hash>.npz``
 holds, in float64, ``n``, ``sum``, ``sum_outer``, ``mu`` and ``sigma`` per group (``all`` and, for
 shapes, each category), the per-image features (float32, for KID and CMMD), their group labels,
 and the key as JSON. The cache lives outside the package: ``~/.cache/imagen-bench/refstats``, or
@@ -33,6 +36,8 @@ from PIL import Image
 
 from bench.rundir import write_json
 from bench.shapes import render_batch, sample_scene
+from bench.shapes.render import RENDER_VERSION
+from bench.shapes.scene import SCENE_VERSION
 
 from .extractors import FeatureExtractor, build_extractor
 from .frechet import FrechetStats, atomic_savez
@@ -63,6 +68,11 @@ class RefKey:
     resolution: int
     extractor: str
     resize: str
+    # the fields below came later; a file written before them has "" there (and lies under another name)
+    source: str = ""   # which images: shapes "scene-v1 render-v1"; COCO "names+sizes sha256:<16 hex>" of the N files
+    weights: str = ""  # the extractor's weights: "sha256:<16 hex>" of the file, or the tag naming them
+    device: str = ""   # device type the features were computed on: cpu, cuda, mps
+    dtype: str = ""    # dtype the extractor computes in (its parameters'): float32, float16, ...
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -70,6 +80,12 @@ class RefKey:
     @staticmethod
     def from_json(text: str) -> "RefKey":
         return RefKey(**json.loads(text))
+
+    @staticmethod
+    def make(dataset: str, split: str, n: int, resolution: int, extractor: FeatureExtractor, resize: str,
+             source: str) -> "RefKey":
+        """The key for ``extractor``'s features of these images: its name, weights, device type and dtype."""
+        return RefKey(dataset, split, n, resolution, extractor.name, resize, source, **extractor_identity(extractor))
 
     def filename(self) -> str:
         slug = re.sub(r"[^A-Za-z0-9.]+", "_", self.extractor).strip("_")[:60]
@@ -163,6 +179,15 @@ class RefStats:
         return RefStats(key, {"all": st})
 
 
+def extractor_identity(extractor: FeatureExtractor) -> dict[str, str]:
+    """What, beyond its name, changes an extractor's numbers: ``weights`` (its ``weights`` attribute, "" when it
+    has none), ``device`` (the type of its ``device``; cpu when it has none) and ``dtype`` (its ``dtype``; float32)."""
+    device = getattr(extractor, "device", None) or "cpu"
+    return {"weights": str(getattr(extractor, "weights", "") or ""),
+            "device": torch.device(device).type,
+            "dtype": str(getattr(extractor, "dtype", None) or "float32").removeprefix("torch.")}
+
+
 def _read_json_or_empty(path: Path) -> dict[str, Any]:
     """The JSON object in ``path``; {} when it is missing or unreadable (its values are then recomputed)."""
     try:
@@ -223,8 +248,14 @@ def _shapes_batches(rng: random.Random, n: int, resolution: int, batch_size: int
         yield images, [s.category for s in scenes]
 
 
+def shapes_source() -> str:
+    """The shapes images' identity: the versions of the scene sampler and of the renderer (explicit constants,
+    bumped when scenes or pixels change; a digest of their source would change on every edit, comments too)."""
+    return f"scene-v{SCENE_VERSION} render-v{RENDER_VERSION}"
+
+
 def shapes_key(extractor: FeatureExtractor, n: int, resolution: int, seed: int = 0) -> RefKey:
-    return RefKey("shapes", f"heldout-seed{seed}", n, resolution, extractor.name, extractor.resize)
+    return RefKey.make("shapes", f"heldout-seed{seed}", n, resolution, extractor, extractor.resize, shapes_source())
 
 
 def shapes_refstats(extractor: FeatureExtractor, n: int, resolution: int, seed: int = 0,
@@ -268,6 +299,48 @@ def coco_image_paths(image_dir: str | Path | None, n: int) -> list[Path]:
     return paths[:n]
 
 
+def coco_source(paths: list[Path]) -> str:
+    """The COCO images' identity: sha256 over the names and byte sizes of the files read, in order.
+
+    Names and sizes, not contents: hashing 40k JPEGs (~6 GB) on every run would cost minutes, while
+    listing them costs milliseconds. Another folder of other images (same N, same resolution) differs
+    in names or sizes; the same images copied elsewhere keep the key. An image edited in place to
+    exactly the same size would go unnoticed.
+    """
+    h = hashlib.sha256()
+    for p in paths:
+        h.update(f"{p.name}\0{p.stat().st_size}\n".encode())
+    return f"names+sizes sha256:{h.hexdigest()[:16]}"
+
+
+def coco_key(extractor: FeatureExtractor, paths: list[Path], resolution: int) -> RefKey:
+    """The key for the reference images ``paths`` (``coco_image_paths``), at ``resolution``."""
+    return RefKey.make("coco", "val2014", len(paths), resolution, extractor,
+                       f"centre-crop, PIL bicubic to {resolution}; {extractor.resize}", coco_source(paths))
+
+
+def _cached_coco_key(extractor: FeatureExtractor, n: int, resolution: int, cache: str | Path | None) -> RefKey:
+    """Without an image folder: the key of the one cached COCO reference that matches in all but the folder."""
+    want = RefKey.make("coco", "val2014", n, resolution, extractor,
+                       f"centre-crop, PIL bicubic to {resolution}; {extractor.resize}", "")
+    stem = want.filename().rsplit("-", 1)[0]
+    found = []
+    for path in sorted(cache_dir(cache).glob(f"{stem}-*.npz")):
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                key = RefKey.from_json(str(z["key"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if key.source and key == RefKey(**{**asdict(want), "source": key.source}):
+            found.append(key)
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise FileNotFoundError(f"COCO reference statistics need {COCO_HINT}")
+    raise ValueError(f"{len(found)} cached COCO references (other image folders) match n={n}, {resolution}px, "
+                     f"{extractor.name}: give the image folder (metrics.coco_images) to choose one")
+
+
 EIGHT_BIT_MODES = ("1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr")
 
 
@@ -291,11 +364,15 @@ def _load_square(path: Path, resolution: int) -> np.ndarray:
 def coco_refstats(extractor: FeatureExtractor, image_dir: str | Path | None, n: int, resolution: int,
                   cache: str | Path | None = None, allow_compute: bool = True, batch_size: int = 64,
                   workers: int = 2) -> RefStats:
-    """Stats of the first ``n`` val2014 images, centre-cropped square and PIL-bicubic resized to ``resolution``."""
-    key = RefKey("coco", "val2014", n, resolution, extractor.name,
-                 f"centre-crop, PIL bicubic to {resolution}; {extractor.resize}")
-    path = cache_dir(cache) / key.filename()
-    paths = [] if path.exists() else coco_image_paths(image_dir, n)
+    """Stats of the first ``n`` val2014 images, centre-cropped square and PIL-bicubic resized to ``resolution``.
+
+    The key holds a digest of those files' names and sizes (``coco_source``): another folder is read, not served
+    the first one's statistics. Without a folder, the one cached reference matching everything else is loaded."""
+    if image_dir:
+        paths = coco_image_paths(image_dir, n)
+        key = coco_key(extractor, paths, resolution)
+    else:
+        paths, key = [], _cached_coco_key(extractor, n, resolution, cache)
 
     def batches() -> Iterator[tuple[torch.Tensor, None]]:
         with ThreadPoolExecutor(max(1, workers)) as pool:
@@ -315,6 +392,10 @@ def npz_refstats(path: str | Path, extractor: FeatureExtractor) -> RefStats:
     if ref.key.dataset != "external" and (ref.key.extractor, ref.key.resize) != (extractor.name, extractor.resize):
         raise ValueError(f"{p} was computed with {ref.key.extractor!r} ({ref.key.resize}); this run extracts "
                          f"{extractor.name!r} ({extractor.resize}): the numbers would not be comparable")
+    weights = extractor_identity(extractor)["weights"]
+    if ref.key.dataset != "external" and ref.key.weights and weights and ref.key.weights != weights:
+        raise ValueError(f"{p} was computed with {ref.key.extractor!r} weights {ref.key.weights}; this run's are "
+                         f"{weights}: the numbers would not be comparable")
     if ref.groups["all"].dim != extractor.dim:
         raise ValueError(f"{p} has {ref.groups['all'].dim}-d stats, {extractor.name} gives {extractor.dim}-d")
     return ref

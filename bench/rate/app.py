@@ -86,7 +86,7 @@ class RateApp:
         got = Refused(413, f"body over {self.limit} bytes") if body is None else parse(body, kind, self.limit)
         if isinstance(got, Refused):
             return _refused(got.status, got.reason)
-        seat = self.c.seat(got.token)
+        seat = await run_in_threadpool(self.c.seat, got.token)  # may reload the raters from the database
         if seat is None:
             return _refused(403, "unknown token")
         if kind != "state" and got.pair_id not in seat.items:
@@ -123,7 +123,7 @@ class RateApp:
                                         "timestamp": a.received_at} for a in mine]})
 
     async def rater(self, request: Request) -> Response:
-        seat = self.c.seat(request.path_params["token"])
+        seat = await run_in_threadpool(self.c.seat, request.path_params["token"])
         if seat is None:
             return HTMLResponse(message_page("Not a valid rating link", "Check the link you were sent."), 403,
                                 headers=HEADERS)

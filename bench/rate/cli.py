@@ -46,7 +46,7 @@ def run_invite(cfg: RateConfig) -> None:
 
 
 def run_export(cfg: RateConfig) -> None:
-    campaign = open_campaign(cfg)
+    campaign = open_campaign(cfg, create=False)  # a mistyped db= is an error, not a new empty campaign
     try:
         n = write_ratings(campaign.store, list(campaign.pairs.values()), cfg.out or "")
     finally:

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, make_url
 
 DB_NAME = "ratings.db"
 BUSY_TIMEOUT_MS = 30_000
@@ -35,7 +35,15 @@ def normalise_url(url: str) -> str:
             return "postgresql+psycopg://" + url[len(prefix):]
     if url.startswith(("postgresql+psycopg://", "sqlite:///")):
         return url
-    raise DatabaseURLError(f"db={url!r}: use sqlite:///FILE or postgresql://USER@HOST[:PORT]/DATABASE")
+    raise DatabaseURLError(f"db={safe_url(url)!r}: use sqlite:///FILE or postgresql://USER@HOST[:PORT]/DATABASE")
+
+
+def safe_url(url: str) -> str:
+    """``url`` with any password replaced by ***, for messages and logs."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - not parseable as a URL: show nothing of it that could be secret
+        return url.split("@")[-1] if "@" in url else url
 
 
 def is_database_url(text: str) -> bool:

@@ -69,6 +69,5 @@ def write_invites(pairs_dir: str | os.PathLike, raters: list[Rater], base: str) 
     w.writerow(INVITE_COLUMNS)
     w.writerows([r.rater_id, r.token, rater_url(base, r.token)] for r in raters)
     path = Path(pairs_dir) / INVITES
-    rundir.atomic_write_text(buf.getvalue(), path)
-    path.chmod(0o600)
+    rundir.atomic_write_text(buf.getvalue(), path, mode=0o600)  # tokens: private from the first byte
     return path

@@ -14,10 +14,10 @@ from bench.rate.live import LiveSummary
 from bench.rate.store import Store
 
 
-def open_campaign(cfg: RateConfig) -> Campaign:
-    """The export ``cfg.pairs`` with its database (created if new)."""
+def open_campaign(cfg: RateConfig, create: bool = True) -> Campaign:
+    """The export ``cfg.pairs`` with its database (created if new, unless ``create`` is False)."""
     pairs = read_pairs(cfg.pairs)
-    store = Store(cfg.db, pairs[0].export_id if pairs else None)
+    store = Store(cfg.db, pairs[0].export_id if pairs else None, create=create)
     return Campaign(cfg.pairs, store)
 
 

@@ -20,7 +20,7 @@ from sqlalchemy import Connection, Table, bindparam, delete, func, insert, inspe
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from bench.rate.engine import IMMEDIATE, make_engine
+from bench.rate.engine import IMMEDIATE, make_engine, safe_url
 from bench.rate.schema import answer_history, answers, assignments, campaign, metadata, raters
 
 ADMIN_TOKEN = "admin_token"
@@ -76,20 +76,21 @@ class Store:
         self.engine = make_engine(url)
         db = self.engine.url.database
         if not create and self.engine.dialect.name == "sqlite" and not (db and Path(db).is_file()):
-            raise StoreError(f"{url}: no such database file")
+            raise StoreError(f"{safe_url(url)}: no such database file")
         if create:
+            self._private_file()  # before any table (and the WAL, which takes the file's mode) exists
             metadata.create_all(self.engine)
-            self._private_file()
         elif not inspect(self.engine).has_table("answers"):
             self.engine.dispose()
-            raise StoreError(f"{url}: no rating campaign in this database (no answers table)")
+            raise StoreError(f"{safe_url(url)}: no rating campaign in this database (no answers table)")
         self.export_id = self._check_export(export_id, create)
         self._statements()
 
     def _private_file(self) -> None:
         """A SQLite file holds the raters' tokens: readable by its owner only."""
         db = self.engine.url.database
-        if self.engine.dialect.name == "sqlite" and db and Path(db).is_file():
+        if self.engine.dialect.name == "sqlite" and db:
+            Path(db).touch(mode=0o600, exist_ok=True)
             Path(db).chmod(0o600)
 
     def close(self) -> None:
@@ -109,7 +110,7 @@ class Store:
             return export_id
         if stored is not None and export_id is not None and stored != export_id:
             self.engine.dispose()
-            raise StoreError(f"{self.url} holds the ratings of export {stored}, not of this export ({export_id}); "
+            raise StoreError(f"{safe_url(self.url)} holds the ratings of export {stored}, not of this export ({export_id}); "
                              f"give another db=URL")
         return stored or export_id
 

@@ -23,14 +23,15 @@ HYDRA_DIR = ".hydra"
 HYDRA_CONFIG = f"{HYDRA_DIR}/config.yaml"
 
 
-def atomic_write_bytes(data: bytes, path: str | os.PathLike) -> None:
+def atomic_write_bytes(data: bytes, path: str | os.PathLike, mode: int = 0o666) -> None:
     """Write ``data`` to ``path`` via a host- and process-unique temporary name (safe on a shared disk),
-    fsync, then rename: readers see the old file or the new one, never half of one."""
+    fsync, then rename: readers see the old file or the new one, never half of one. ``mode`` (less the
+    umask) applies from the first byte: 0o600 keeps a secret private during the write too."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{socket.gethostname()}.{os.getpid()}")
     try:
-        with open(tmp, "wb") as f:
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode), "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
@@ -39,8 +40,8 @@ def atomic_write_bytes(data: bytes, path: str | os.PathLike) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def atomic_write_text(text: str, path: str | os.PathLike) -> None:
-    atomic_write_bytes(text.encode("utf-8"), path)
+def atomic_write_text(text: str, path: str | os.PathLike, mode: int = 0o666) -> None:
+    atomic_write_bytes(text.encode("utf-8"), path, mode)
 
 
 def write_json(path: str | os.PathLike, data: dict[str, Any]) -> None:

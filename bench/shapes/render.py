@@ -7,6 +7,10 @@ from PIL import Image, ImageDraw
 from .scene import BACKGROUND, COLORS, Scene
 
 SUPERSAMPLE = 4
+# Bump when the rendered pixels change for the same scene (drawing, supersampling, downsampling,
+# colours): it is part of the shapes reference-statistics key (bench.metrics.refstats), so a bump
+# makes cached references recompute instead of being reused for images they no longer describe.
+RENDER_VERSION = 1
 
 
 def _triangle(cx: float, cy: float, half: float) -> list[tuple[float, float]]:

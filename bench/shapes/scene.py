@@ -28,6 +28,10 @@ PLURAL = {"circle": "circles", "square": "squares", "triangle": "triangles"}
 Category = Literal["Colors", "Counting", "Positional"]
 CATEGORY_MIX: dict[str, float] = {"Colors": 0.3, "Counting": 0.35, "Positional": 0.35}
 SIZE_RANGE = (0.22, 0.3)  # bounding-box side as a fraction of the canvas
+# Bump when sample_scene draws other scenes from the same random stream (categories, mix, layout,
+# sizes, colours, the order of random calls): it is part of the shapes reference-statistics key
+# (bench.metrics.refstats), so a bump makes cached references recompute.
+SCENE_VERSION = 1
 
 
 @dataclass(frozen=True)
