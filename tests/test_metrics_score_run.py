@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import sys
 import types
 from pathlib import Path
@@ -213,3 +214,18 @@ def test_intervals_contain_their_estimates_and_metrics_json_names_every_method(t
     assert "percentile bootstrap" in json.loads((run / "metrics.json").read_text())["definitions"]["fd_ci"]
     assert biased["precision"].isna().all() and biased["fd_inf"].isna().all()
     assert biased["fd"].tolist() == t["fd"].tolist()
+
+
+def test_command_line_rescoring_takes_the_runs_config_and_overrides(tmp_path, monkeypatch, capsys):
+    """``python -m bench.metrics.score_run RUN metrics.KEY=VALUE``: the run's .hydra metrics group, then overrides."""
+    from bench.metrics.score_run import main
+
+    run = tmp_path / "run"
+    S.make_run(run, weights=(1.0,), per_category=1)
+    (run / ".hydra").mkdir()
+    metrics = {"fd_extractor": "none", "clip_backbone": "none", "cmmd": False, "kid": False, "workers": 1,
+               "cache_dir": str(tmp_path / "refcache"), "device": "cpu"}
+    (run / ".hydra" / "config.yaml").write_text(yaml.safe_dump({"metrics": metrics}))
+    assert main([str(run), "metrics.bootstrap=50", "metrics.alignment=false"]) == 0
+    table = pd.read_csv(run / "metrics.csv")
+    assert table["alignment"].isna().all() and json.loads((run / "metrics.json").read_text())["config"]["bootstrap"] == 50
