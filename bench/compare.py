@@ -11,6 +11,14 @@ choice already explains (``model=imagen_tiny`` changes ``model.stages...``) is n
 Writes ``DIR/compare.csv`` (every metrics row of every run, with ``run``, ``label`` and one
 column per differing setting), ``DIR/pareto.png`` / ``.svg`` and, when the runs have
 alignment values, ``DIR/alignment.png``.
+
+Paired verdicts (bench.paired): with two or more runs, ``DIR/paired.csv`` holds per (metric, guidance
+weight, category) the values ``a`` (the first run) and ``b``, ``diff = b - a``, its interval
+``[ci_low, ci_high]`` and a verdict for b against a: ``better``, ``worse`` or ``no evidence``.
+CLIP score and exact alignment: paired bootstrap over prompts (same prompt ids, same resample for both
+runs); FD / KID / CMMD: the runs' own calibrated half-widths in quadrature (ignores the pairing:
+conservative). With more than two runs every run is paired with the first (column ``run``: the b run).
+Settings ``paired.n_boot``, ``paired.ci_level``, ``paired.seed`` (conf/compare.yaml).
 """
 from __future__ import annotations
 
@@ -27,6 +35,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from omegaconf import DictConfig, ListConfig
 
+from bench import paired as pairedstats
 from bench import rundir
 from bench.cli import missing_arguments
 from bench.report.pareto import (Curve, category_rows, describe_column, draw_vs_w, has_values, pareto_figure,
@@ -49,6 +58,8 @@ class Comparison:
     csv: Path
     pareto: Path | None
     alignment: Path | None
+    paired: pd.DataFrame | None = None
+    paired_csv: Path | None = None
 
 
 def expand_runs(paths: Sequence[str | os.PathLike]) -> list[Path]:
@@ -184,8 +195,27 @@ def combined_table(run_dirs: Sequence[Path], labels: Sequence[str], settings: Se
     return pd.concat(frames, ignore_index=True)
 
 
+def paired_table(run_dirs: Sequence[Path], n_boot: int = 2000, ci_level: float = 0.95,
+                 seed: int = 0) -> pd.DataFrame | None:
+    """Each run after the first against the first (bench.paired.compare_pair); None for one run. A ``run``
+    column (the b run) leads when there are more than two runs."""
+    if len(run_dirs) < 2:
+        return None
+    frames = []
+    for d in run_dirs[1:]:
+        try:
+            t = pairedstats.compare_pair(run_dirs[0], d, n_boot=n_boot, ci_level=ci_level, seed=seed)
+        except pairedstats.PairedError as e:
+            raise CompareError(str(e)) from None
+        if len(run_dirs) > 2:
+            t.insert(0, "run", str(d))
+        frames.append(t)
+    return pd.concat(frames, ignore_index=True)
+
+
 def compare_runs(runs: Sequence[str | os.PathLike], out: str | os.PathLike, category: str = "all",
-                 labels: Sequence[str] | None = None) -> Comparison:
+                 labels: Sequence[str] | None = None, n_boot: int = 2000, ci_level: float = 0.95,
+                 seed: int = 0) -> Comparison:
     """Draw the runs' Pareto curves (rows of ``category``) on one figure and write the combined CSV."""
     run_dirs = expand_runs(runs)
     if not run_dirs:
@@ -208,7 +238,13 @@ def compare_runs(runs: Sequence[str | os.PathLike], out: str | os.PathLike, cate
     warn = " - WARNING: different feature spaces, not comparable" if len(spaces) > 2 else ""
     pareto = pareto_figure(curves, out / "pareto.png", out / "pareto.svg",
                            title=f"{len(curves)} runs, category {category}{warn}")
-    return Comparison(run_dirs, auto, settings, table, csv, pareto, _alignment(curves, out / "alignment.png"))
+    paired = paired_table(run_dirs, n_boot=n_boot, ci_level=ci_level, seed=seed)
+    paired_csv = None
+    if paired is not None:
+        paired_csv = out / "paired.csv"
+        rundir.atomic_write_text(paired.to_csv(index=False), paired_csv)
+    return Comparison(run_dirs, auto, settings, table, csv, pareto, _alignment(curves, out / "alignment.png"),
+                      paired, paired_csv)
 
 
 def _alignment(curves: list[Curve], png: Path) -> Path | None:
@@ -237,7 +273,9 @@ def main() -> None:
         runs = [str(r) for r in cfg.runs] if isinstance(cfg.runs, ListConfig) else [str(cfg.runs)]
         labels = [str(x) for x in cfg.labels] if cfg.labels else None
         try:
-            c = compare_runs(runs, str(cfg.out), category=str(cfg.category), labels=labels)
+            c = compare_runs(runs, str(cfg.out), category=str(cfg.category), labels=labels,
+                             n_boot=int(cfg.paired.n_boot), ci_level=float(cfg.paired.ci_level),
+                             seed=int(cfg.paired.seed))
         except CompareError as e:
             raise SystemExit(f"bench.compare: {e}") from None
         for d, lab in zip(c.runs, c.labels):
@@ -245,8 +283,13 @@ def main() -> None:
         cols = [k for k in ("label", "guidance_weight", "num_images", "fd", "clip_score", "alignment") if k in c.table]
         view = c.table[c.table["category"] == str(cfg.category)][cols]
         print(view.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+        if c.paired is not None:
+            print(f"\npaired verdicts against {c.runs[0]} (diff = b - a; CLIP score / alignment: paired bootstrap "
+                  "over prompts; FD / KID / CMMD: independent half-widths in quadrature, ignores the pairing: "
+                  "conservative):")
+            print(pairedstats.format_paired(c.paired))
         print(f"wrote {c.csv}" + (f", {c.pareto}" if c.pareto else " (no FD / CLIP score: no Pareto plot)")
-              + (f", {c.alignment}" if c.alignment else ""))
+              + (f", {c.alignment}" if c.alignment else "") + (f", {c.paired_csv}" if c.paired_csv else ""))
 
     _main()
 

@@ -3,21 +3,32 @@
     python -m bench.regress run=RUN_DIR baseline=FILE               # exit 1 naming each regressed metric
     python -m bench.regress run=RUN_DIR baseline=FILE update=true   # (re)write the baseline from RUN_DIR
 
-The baseline (JSON) holds, per (metric, guidance weight, category), the direction (higher or
-lower is better), the value, the tolerance and how the tolerance was derived, plus the run's
-configuration, fingerprint (prompts, seeds, weights, image size, sampler, metrics settings), git
-revision and checkpoint hashes. A metric regressed when it is worse than the baseline by more
-than its tolerance:
+The baseline (JSON, format v2) holds, per (metric, guidance weight, category), the direction
+(higher or lower is better), the value, its half-width and the practical floor, plus **the per-image
+values** (per image: prompt_id, sample_index, guidance_weight, category, clip_score, correct), the
+run's configuration, fingerprint (prompts, seeds, weights, image size, sampler, metrics settings),
+git revision and checkpoint hashes.
 
-- ``method: ci`` (default): tolerance = k * (half-width of the baseline row's confidence interval,
-  from metrics.csv) + abs_floor + rel_floor * |value|. Two independent estimates whose 95%
-  intervals have half-width h differ by at most sqrt(2) h ~ 1.41 h (95%); k = 1.5 rounds that up.
-  Metrics without an interval column get the floors only.
-- ``method: seeds``: the half-width is z * s, with s the standard deviation of the metric over
-  the baseline run and runs of the same configuration at other seeds (``seed_runs``), z = 1.96.
+A check is verdict-based (bench.paired): per entry, the difference ``now - baseline`` with an interval
+
+- ``clip_score``, ``alignment`` (per-image ``correct``): paired bootstrap over prompts (resample the
+  prompt ids present in both, the same resample for baseline and run; difference of means;
+  percentile interval at ``paired.ci_level``, ``paired.n_boot`` resamples, ``paired.seed``);
+- ``fd``, ``cmmd``, ``kid``: ``diff +- sqrt(h_base^2 + h_run^2)``, h the half-width of each side's own
+  calibrated interval (``fd_ci_*`` jackknife, ``cmmd_ci_*``, 1.96 x ``kid_se``; ``method: seeds``: the
+  baseline's z x std over seed runs on both sides). This ignores the pairing: conservative.
+
+and a value **REGRESSED** when the interval says *worse* (lies entirely on the bad side of 0) **and**
+the worsening exceeds the practical floor ``abs_floor + rel_floor x |baseline value|`` (stored as
+``floor``): a statistically clear but negligible change does not fail CI. ``improved``: the mirror
+image (better and beyond the floor). ``ok``: anything else. ``MISSING``: no value any more.
+
+``allow_other_seeds=true`` checks a run made with another ``seed`` (other per-image noise; same
+prompts): the fingerprint then ignores ``seeds_sha256`` and ``generation.seed``. Pairing is by prompt,
+so the bootstrap stays valid; this is how the false-alarm rate is measured (results/baselines/README.md).
 
 Exit status: 0 no regression; 1 a metric regressed (or could no longer be computed); 2 the
-inputs are wrong (missing file or column, a baseline made with another configuration).
+inputs are wrong (missing file or column, a baseline made with another configuration or format).
 """
 from __future__ import annotations
 
@@ -34,12 +45,13 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
+from bench import paired as pairedstats
 from bench import rundir
 from bench.runinfo import git_revision
 from bench.shapes_clip.model import DEFAULT_WEIGHTS
 from imagen.cascade import REPO_ROOT
 
-FORMAT = "imagen-bench/regression-baseline/v1"
+FORMAT = "imagen-bench/regression-baseline/v2"
 Z95 = 1.959963984540054
 # metrics-config keys that change the numbers (device, workers, batch size, cache paths do not)
 METRIC_KEYS = ("fd_extractor", "clip_backbone", "clip_model", "clip_pretrained", "reference", "ref_n", "ref_seed",
@@ -79,8 +91,8 @@ DEFAULT_METRICS: dict[str, MetricSpec] = {
     "alignment": MetricSpec("higher", ("alignment_ci_low", "alignment_ci_high"), abs_floor=0.02),
     "clip_score": MetricSpec("higher", ("clip_score_ci_low", "clip_score_ci_high"), abs_floor=0.1),
     "fd": MetricSpec("lower", ("fd_ci_low", "fd_ci_high"), rel_floor=0.02),
-    "cmmd": MetricSpec("lower", None, rel_floor=0.25),
-    "kid": MetricSpec("lower", std="kid_std", rel_floor=0.05),
+    "cmmd": MetricSpec("lower", ("cmmd_ci_low", "cmmd_ci_high"), abs_floor=0.01),
+    "kid": MetricSpec("lower", std="kid_se", rel_floor=0.05),
 }
 
 
@@ -89,7 +101,6 @@ class ToleranceRule:
     """How ``update=true`` derives tolerances (stored in the baseline; a check uses the stored values)."""
 
     method: Literal["ci", "seeds"] = "ci"
-    k: float = 1.5
     seed_runs: list[str] = field(default_factory=list)
     categories: list[str] | None = None   # None: every category row of metrics.csv
     metrics: dict[str, MetricSpec] = field(default_factory=lambda: dict(DEFAULT_METRICS))
@@ -97,8 +108,6 @@ class ToleranceRule:
     def __post_init__(self) -> None:
         if self.method not in ("ci", "seeds"):
             raise ValueError(f"tolerance.method must be 'ci' or 'seeds', got {self.method!r}")
-        if not (self.k >= 0 and math.isfinite(self.k)):
-            raise ValueError(f"tolerance.k must be a finite number >= 0, got {self.k!r}")
         if self.method == "seeds" and not self.seed_runs:
             raise ValueError("tolerance.method=seeds needs tolerance.seed_runs=[RUN_DIR, ...] "
                              "(runs of the same configuration at other seeds)")
@@ -106,7 +115,7 @@ class ToleranceRule:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ToleranceRule":
-        known = {"method", "k", "seed_runs", "categories", "metrics"}
+        known = {"method", "seed_runs", "categories", "metrics"}
         unknown = sorted(set(d) - known)
         if unknown:
             raise ValueError(f"unknown tolerance keys {unknown}; known: {sorted(known)}")
@@ -119,12 +128,13 @@ class ToleranceRule:
         return cls(**d)
 
     def describe(self) -> str:
-        if self.method == "ci":
-            return (f"tolerance = {self.k:g} x half-width of the baseline row's confidence interval (metrics.csv) "
-                    "+ abs_floor + rel_floor x |value|; sqrt(2) x half-width bounds the difference of two "
-                    "independent estimates (95%)")
-        return (f"tolerance = {self.k:g} x {Z95:.2f} x standard deviation over {1 + len(self.seed_runs)} runs at "
-                "different seeds + abs_floor + rel_floor x |value|")
+        spread = ("half-width of each side's confidence interval (metrics.csv)" if self.method == "ci" else
+                  f"{Z95:.2f} x standard deviation over {1 + len(self.seed_runs)} runs at different seeds")
+        return ("REGRESSED when the interval of (now - baseline) is entirely on the worse side of 0 AND the "
+                "worsening exceeds floor = abs_floor + rel_floor x |baseline value|; interval: paired bootstrap "
+                "over prompts for clip_score / alignment (per-image values stored in the baseline), "
+                f"diff +- sqrt(h_base^2 + h_now^2) for fd / cmmd / kid with h the {spread} (ignores the pairing: "
+                "conservative)")
 
 
 # ---------------------------------------------------------------- reading a run
@@ -265,13 +275,17 @@ def _entry(metric: str, spec: MetricSpec, row: pd.Series, rule: ToleranceRule,
            spread: tuple[float, str]) -> dict[str, Any]:
     value = float(row[metric])
     half, how = spread
-    tol = rule.k * half + spec.abs_floor + spec.rel_floor * abs(value)
+    floor = spec.abs_floor + spec.rel_floor * abs(value)
+    paired = metric in pairedstats.METRICS and pairedstats.METRICS[metric].image_column is not None
     return {
         "metric": metric, "guidance_weight": float(row["guidance_weight"]), "category": str(row["category"]),
-        "direction": spec.direction, "value": value, "tolerance": tol,
+        "direction": spec.direction, "value": value, "floor": floor,
+        "floor_from": f"abs_floor {spec.abs_floor:g} + rel_floor {spec.rel_floor:g} x |{value:.6g}|",
+        "half_width": half, "half_width_from": how,
+        "interval": ("paired bootstrap over prompts (per-image values in 'images'; half_width is the fallback "
+                     "when a side has none)" if paired else
+                     "diff +- sqrt(half_width^2 + h_now^2) (independent; ignores the pairing: conservative)"),
         "num_images": int(row["num_images"]) if "num_images" in row and _finite(row["num_images"]) else None,
-        "tolerance_from": (f"{rule.k:g} x {half:.6g} ({how}) + abs_floor {spec.abs_floor:g} + rel_floor "
-                           f"{spec.rel_floor:g} x |{value:.6g}|"),
     }
 
 
@@ -299,6 +313,15 @@ def make_baseline(run_dir: Path, rule: ToleranceRule | None = None) -> dict[str,
     if not entries:
         raise RegressError(f"{run_dir / rundir.METRICS} has no value for any gated metric "
                            f"({', '.join(rule.metrics)}): nothing to guard")
+    try:
+        images = pairedstats.image_values(run_dir)
+        images = [{"prompt_id": str(r.prompt_id), "sample_index": int(r.sample_index),
+                   "guidance_weight": float(r.guidance_weight), "category": str(r.category),
+                   "clip_score": float(r.clip_score) if _finite(r.clip_score) else None,
+                   "correct": (bool(r.correct) if _finite(r.correct) else None)} for r in images.itertuples()]
+    except pairedstats.PairedError as e:
+        images = []
+        not_gated.append(f"no per-image values ({e}): clip_score / alignment use independent intervals")
     return {
         "format": FORMAT,
         "created": pd.Timestamp.now(tz="UTC").strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -308,6 +331,7 @@ def make_baseline(run_dir: Path, rule: ToleranceRule | None = None) -> dict[str,
         "tolerance_rule": {"description": rule.describe(), **asdict(rule)},
         "not_gated": sorted(set(not_gated)),
         "entries": entries,
+        "images": images,
     }
 
 
@@ -351,9 +375,11 @@ def load_baseline(path: Path) -> dict[str, Any]:
     except ValueError as e:
         raise RegressError(f"baseline {path} is not valid JSON: {e}") from None
     if data.get("format") != FORMAT:
-        raise RegressError(f"baseline {path}: format {data.get('format')!r}, expected {FORMAT!r}")
+        raise RegressError(f"baseline {path}: format {data.get('format')!r}, expected {FORMAT!r}; remake it from "
+                           f"a good run: python -m bench.regress run=RUN_DIR baseline={path} update=true")
     for i, e in enumerate(data.get("entries", [])):
-        missing = [k for k in ("metric", "guidance_weight", "category", "direction", "value", "tolerance") if k not in e]
+        missing = [k for k in ("metric", "guidance_weight", "category", "direction", "value", "floor", "half_width")
+                   if k not in e]
         if missing:
             raise RegressError(f"baseline {path}: entry {i} lacks {missing}")
     return data
@@ -362,21 +388,68 @@ def load_baseline(path: Path) -> dict[str, Any]:
 # ---------------------------------------------------------------- checking a run
 
 
-def compare(run_dir: Path, baseline: dict[str, Any]) -> pd.DataFrame:
-    """One row per baseline entry: metric, guidance_weight, category, baseline, now, tolerance, delta, verdict.
+@dataclass
+class PairedSettings:
+    """The check's interval settings (conf/regress.yaml ``paired``)."""
 
-    ``verdict``: ok | improved (better by more than the tolerance) | REGRESSED | MISSING (no value now).
-    Raises BaselineMismatch when the run was made with another configuration than the baseline.
+    n_boot: int = 2000
+    ci_level: float = 0.95
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not (0 < float(self.ci_level) < 1):
+            raise ValueError(f"paired.ci_level must be in (0, 1), got {self.ci_level!r}")
+        if int(self.n_boot) < 100:
+            raise ValueError(f"paired.n_boot must be >= 100, got {self.n_boot!r}")
+
+
+SEED_KEYS = ("seeds_sha256", "generation.seed")
+
+
+def _baseline_images(baseline: dict[str, Any]) -> pd.DataFrame | None:
+    imgs = baseline.get("images") or []
+    if not imgs:
+        return None
+    t = pd.DataFrame(imgs)
+    missing = [c for c in pairedstats.IMAGE_COLUMNS if c not in t.columns]
+    if missing:
+        raise RegressError(f"baseline images lack {missing}")
+    t["prompt_id"] = t["prompt_id"].astype(str)
+    t["category"] = t["category"].astype(str)
+    for c in ("guidance_weight", "clip_score", "correct"):
+        t[c] = pd.to_numeric(t[c], errors="coerce").astype(float)
+    return t
+
+
+def compare(run_dir: Path, baseline: dict[str, Any], allow_other_seeds: bool = False,
+            settings: PairedSettings | None = None) -> pd.DataFrame:
+    """One row per baseline entry: metric, guidance_weight, category, baseline, now, diff, ci_low, ci_high,
+    floor, direction, delta, paired (the interval's verdict), method, verdict.
+
+    ``diff`` = now - baseline; ``delta`` = diff signed so that > 0 is better. ``verdict``: ok | improved
+    (interval says better and |diff| > floor) | REGRESSED (interval says worse and |diff| > floor) |
+    MISSING (no value now). Raises BaselineMismatch when the run was made with another configuration than
+    the baseline (``allow_other_seeds``: another ``seed`` is allowed; pairing is by prompt).
     """
+    st = settings or PairedSettings()
     run_dir = Path(run_dir)
     table = read_metrics(run_dir)
     diffs = _fingerprint_diff(baseline.get("fingerprint", {}), fingerprint(run_dir))
+    if allow_other_seeds:
+        diffs = [d for d in diffs if not d.startswith(tuple(k + ":" for k in SEED_KEYS))]
     if diffs:
         raise BaselineMismatch(
             f"{run_dir} was made with another configuration than the baseline "
             f"({baseline.get('source', {}).get('run_dir', '?')}):\n  " + "\n  ".join(diffs) +
-            "\nRun the baseline's configuration, or make a new baseline deliberately with update=true.")
+            "\nRun the baseline's configuration, or make a new baseline deliberately with update=true"
+            + ("" if allow_other_seeds else " (another seed only: allow_other_seeds=true)") + ".")
     _check_columns(table, sorted({e["metric"] for e in baseline["entries"]}), run_dir / rundir.METRICS)
+    base_images = _baseline_images(baseline)
+    try:
+        run_images = pairedstats.image_values(run_dir)
+    except pairedstats.PairedError:
+        run_images = None
+    method_rule = (baseline.get("tolerance_rule") or {}).get("method", "ci")
     index = {(float(w), str(c)): i for i, (w, c) in enumerate(zip(table["guidance_weight"], table["category"]))}
     rows = []
     for e in baseline["entries"]:
@@ -384,15 +457,41 @@ def compare(run_dir: Path, baseline: dict[str, Any]) -> pd.DataFrame:
         if key not in index:
             raise BaselineMismatch(f"{run_dir / rundir.METRICS} has no row for w={key[0]:g}, category {key[1]!r} "
                                    "that the baseline guards")
-        now = table.iloc[index[key]][e["metric"]]
-        rows.append({"metric": e["metric"], "guidance_weight": key[0], "category": key[1],
-                     "baseline": float(e["value"]), "now": float(now) if _finite(now) else float("nan"),
-                     "tolerance": float(e["tolerance"]), "direction": e["direction"]})
-    out = pd.DataFrame(rows, columns=["metric", "guidance_weight", "category", "baseline", "now", "tolerance",
-                                      "direction"])
+        row = table.iloc[index[key]]
+        metric, base = e["metric"], float(e["value"])
+        now = float(row[metric]) if _finite(row[metric]) else float("nan")
+        kind = pairedstats.METRICS.get(metric)
+        lo = hi = float("nan")
+        if kind is not None and kind.image_column and base_images is not None and run_images is not None:
+            pa = pairedstats.per_prompt(base_images, kind.image_column, *key)
+            pb = pairedstats.per_prompt(run_images, kind.image_column, *key)
+            _, _, lo, hi, n = pairedstats.paired_bootstrap(pa, pb, n_boot=st.n_boot, ci_level=st.ci_level,
+                                                            seed=st.seed)
+            method = f"paired bootstrap, {n} prompts"
+        else:
+            h_base = float(e["half_width"])
+            spec = DEFAULT_METRICS.get(metric)
+            h_now = float("nan")
+            if method_rule == "ci" and spec is not None:
+                try:
+                    h_now = _half_width_ci(row, spec)[0]
+                except KeyError:  # the run's metrics.csv has no interval columns
+                    h_now = float("nan")
+            if not (_finite(h_now) and h_now > 0):
+                h_now = h_base  # seeds method, or no interval in the run: the baseline's spread
+            lo, hi = pairedstats.independent_interval(base, h_base, now, h_now)
+            method = "independent half-widths (conservative)"
+        rows.append({"metric": metric, "guidance_weight": key[0], "category": key[1], "baseline": base,
+                     "now": now, "diff": now - base, "ci_low": lo, "ci_high": hi, "floor": float(e["floor"]),
+                     "direction": e["direction"], "method": method,
+                     "paired": pairedstats.verdict(lo, hi, e["direction"])})
+    out = pd.DataFrame(rows, columns=["metric", "guidance_weight", "category", "baseline", "now", "diff", "ci_low",
+                                      "ci_high", "floor", "direction", "method", "paired"])
     sign = np.where(out["direction"] == "higher", 1.0, -1.0)
-    out["delta"] = (out["now"] - out["baseline"]) * sign  # > 0: better
-    out["verdict"] = np.select([out["now"].isna(), out["delta"] < -out["tolerance"], out["delta"] > out["tolerance"]],
+    out["delta"] = out["diff"] * sign  # > 0: better
+    beyond = out["diff"].abs() > out["floor"]
+    out["verdict"] = np.select([out["now"].isna(), (out["paired"] == pairedstats.WORSE) & beyond,
+                                (out["paired"] == pairedstats.BETTER) & beyond],
                                ["MISSING", "REGRESSED", "improved"], "ok")
     return out
 
@@ -401,13 +500,18 @@ def failures(result: pd.DataFrame) -> list[str]:
     """One line per regressed or missing metric, naming it."""
     bad = result[result["verdict"].isin(["REGRESSED", "MISSING"])]
     return [f"{r.verdict}: {r.metric} at w={r.guidance_weight:g}, category {r.category}: baseline "
-            f"{r.baseline:.4g}, now {r.now:.4g} ({'higher' if r.direction == 'higher' else 'lower'} is better, "
-            f"tolerance {r.tolerance:.3g})" for r in bad.itertuples()]
+            f"{r.baseline:.4g}, now {r.now:.4g}, diff {r.diff:+.4g} [{r.ci_low:.4g}, {r.ci_high:.4g}] "
+            f"({'higher' if r.direction == 'higher' else 'lower'} is better; interval says {r.paired}, "
+            f"floor {r.floor:.3g})" for r in bad.itertuples()]
 
 
 def format_table(result: pd.DataFrame) -> str:
-    view = result[["metric", "guidance_weight", "category", "baseline", "now", "tolerance", "verdict"]].rename(
-        columns={"guidance_weight": "w"})
+    view = result[["metric", "guidance_weight", "category", "baseline", "now", "diff"]].rename(
+        columns={"guidance_weight": "w"}).copy()
+    view["ci"] = [f"[{lo:.4g}, {hi:.4g}]" for lo, hi in zip(result["ci_low"], result["ci_high"])]
+    view["floor"] = result["floor"]
+    view["verdict"] = [v if v in ("REGRESSED", "MISSING", "improved") else f"ok ({p})"
+                       for v, p in zip(result["verdict"], result["paired"])]
     return view.to_string(index=False, float_format=lambda v: f"{v:.4g}")
 
 
@@ -415,7 +519,7 @@ def format_table(result: pd.DataFrame) -> str:
 
 
 def run_check(run_dir: Path, baseline_path: Path, update: bool = False, rule: ToleranceRule | None = None,
-              out: Any = sys.stdout) -> int:
+              out: Any = sys.stdout, allow_other_seeds: bool = False, settings: PairedSettings | None = None) -> int:
     """The command's work; returns the exit status (0 ok, 1 regressed, 2 bad input)."""
     try:
         if update:
@@ -427,14 +531,15 @@ def run_check(run_dir: Path, baseline_path: Path, update: bool = False, rule: To
                 except RegressError:
                     old = None
             write_baseline(new, baseline_path)
-            print(f"baseline written: {baseline_path} ({len(new['entries'])} gated values from {run_dir}; "
+            print(f"baseline written: {baseline_path} ({len(new['entries'])} gated values, "
+                  f"{len(new['images'])} per-image records from {run_dir}; "
                   f"{new['tolerance_rule']['description']})", file=out)
             if old is not None:
                 print(f"replaced the baseline of {old.get('source', {}).get('run_dir')} "
                       f"({old.get('created')}); review the change in version control", file=out)
             return EXIT_OK
         baseline = load_baseline(baseline_path)
-        result = compare(run_dir, baseline)
+        result = compare(run_dir, baseline, allow_other_seeds=allow_other_seeds, settings=settings)
     except RegressError as e:
         print(f"bench.regress: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -445,8 +550,9 @@ def run_check(run_dir: Path, baseline_path: Path, update: bool = False, rule: To
         print(f"bench.regress: {len(bad)} of {len(result)} values regressed against {baseline_path}", file=sys.stderr)
         return EXIT_REGRESSED
     better = int((result["verdict"] == "improved").sum())
-    note = f"; {better} improved beyond tolerance (update the baseline deliberately with update=true)" if better else ""
-    print(f"bench.regress: no regression ({len(result)} values within tolerance of {baseline_path}){note}", file=out)
+    note = f"; {better} improved beyond the floor (update the baseline deliberately with update=true)" if better else ""
+    print(f"bench.regress: no regression ({len(result)} values, none worse beyond its floor with an interval "
+          f"excluding 0, against {baseline_path}){note}", file=out)
     return EXIT_OK
 
 
@@ -463,11 +569,13 @@ def main() -> None:
     def _main(cfg: DictConfig) -> None:
         try:
             rule = ToleranceRule.from_dict(OmegaConf.to_container(cfg.tolerance, resolve=True))
+            settings = PairedSettings(**OmegaConf.to_container(cfg.paired, resolve=True))
         except (TypeError, ValueError) as e:
             print(f"bench.regress: tolerance settings (conf/regress.yaml): {e}", file=sys.stderr)
             sys.exit(EXIT_BAD_INPUT)
         # item access: ``cfg.update`` would be the mapping's update() method
-        status = run_check(Path(str(cfg["run"])), Path(str(cfg["baseline"])), bool(cfg["update"]), rule)
+        status = run_check(Path(str(cfg["run"])), Path(str(cfg["baseline"])), bool(cfg["update"]), rule,
+                           allow_other_seeds=bool(cfg["allow_other_seeds"]), settings=settings)
         if status:
             sys.exit(status)
 

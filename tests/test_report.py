@@ -239,6 +239,43 @@ def test_compare_labels_name_only_differing_settings(tmp_path):
     for lab in res.labels:
         assert lab in svg  # legend
     assert (tmp_path / "out" / "alignment.png").is_file()
+    # more than two runs: each paired with the first, the b run named
+    paired = pd.read_csv(tmp_path / "out" / "paired.csv")
+    assert list(paired.columns[:10]) == ["run", "metric", "guidance_weight", "category", "a", "b", "diff",
+                                         "ci_low", "ci_high", "verdict"]
+    assert set(paired["run"]) == {str(b), str(c)}
+    fd = paired[(paired.run == str(c)) & (paired.metric == "fd") & (paired.category == "all")]
+    # fd + 6 with half-widths 3 and 3: 6 +- 4.24 excludes 0, lower is better
+    assert (fd["diff"] == 6).all() and (fd["verdict"] == "worse").all()
+    assert fd["ci_low"].iloc[0] == pytest.approx(6 - 3 * 2 ** 0.5)
+    fd_b = paired[(paired.run == str(b)) & (paired.metric == "fd") & (paired.category == "all")]
+    assert (fd_b["verdict"] == "no evidence").all()  # 3 +- 4.24
+
+
+def _image_scores(run: Path, clip_shift: float = 0.0) -> None:
+    man = pd.read_csv(run / "manifest.csv")
+    per = man[["path", "prompt_id", "guidance_weight", "category", "seed"]].copy()
+    per["clip_score"] = 20.0 + np.arange(len(per)) % 4 + clip_shift
+    per["correct"] = [i % 2 == 0 for i in range(len(per))]
+    per.to_csv(run / "image_scores.csv", index=False)
+
+
+def test_compare_two_runs_writes_paired_verdicts(tmp_path):
+    from bench.compare import compare_runs
+
+    a = _config_run(tmp_path / "a", "imagen_base", 25, "x")
+    b = _config_run(tmp_path / "b", "imagen_base", 50, "x")
+    _image_scores(a)
+    _image_scores(b, clip_shift=-0.3)  # every image 0.3 lower: the paired interval is exactly -0.3
+    res = compare_runs([a, b], tmp_path / "out")
+    paired = pd.read_csv(res.paired_csv)
+    assert list(paired.columns[:9]) == ["metric", "guidance_weight", "category", "a", "b", "diff", "ci_low",
+                                        "ci_high", "verdict"]
+    clip = paired[paired.metric == "clip_score"]
+    assert (clip["ci_high"] < 0).all() and (clip["verdict"] == "worse").all()
+    assert clip["method"].str.contains("paired bootstrap").all()
+    al = paired[paired.metric == "alignment"]
+    assert (al["verdict"] == "no evidence").all() and (al["ci_low"] == 0).all()
 
 
 def test_compare_keeps_a_nested_key_the_choice_does_not_explain(tmp_path):
@@ -279,6 +316,8 @@ def test_compare_cli(tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     assert "sampler.steps=50" in out.stdout
     assert (tmp_path / "cmp" / "compare.csv").is_file() and (tmp_path / "cmp" / "pareto.png").is_file()
+    assert (tmp_path / "cmp" / "paired.csv").is_file() and "paired verdicts against" in out.stdout
+    assert "no evidence" in out.stdout
     bad = subprocess.run([sys.executable, "-m", "bench.compare", f"runs=[{a}]"], cwd=repo, capture_output=True,
                          text=True)
     assert bad.returncode != 0 and "missing out" in bad.stderr
