@@ -32,6 +32,14 @@ from .schedule import Prediction, alpha_sigma, to_x0_eps
 from .thresholding import Thresholding, threshold
 
 
+def guided_rows(w: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Row indices that need an unconditional pass (w != 1), and the drop-text flags of the forward's
+    [cond rows; uncond rows of the guided images]."""
+    guided = (w != 1).nonzero().flatten()
+    drop = torch.cat([torch.zeros(len(w), dtype=torch.bool), torch.ones(len(guided), dtype=torch.bool)]).to(device)
+    return guided, drop
+
+
 def data_prediction(model: Callable[..., torch.Tensor], x_t: torch.Tensor, t: float, tokens: torch.Tensor,
                     mask: torch.Tensor, w: torch.Tensor, guided: torch.Tensor, drop: torch.Tensor,
                     prediction: Prediction, thresholding: Thresholding, percentile: float,
@@ -75,9 +83,7 @@ def sample_dpmpp_2m(
     """
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
-    b = x_T.shape[0]
-    guided = (w != 1).nonzero().flatten()          # rows that need the unconditional output
-    drop = torch.cat([torch.zeros(b, dtype=torch.bool), torch.ones(len(guided), dtype=torch.bool)]).to(x_T.device)
+    guided, drop = guided_rows(w, x_T.device)
     t_grid = torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64)
     alpha, sigma = (a.tolist() for a in alpha_sigma(t_grid))
     lam = [math.log(a / s) if s > 0 else math.inf for a, s in zip(alpha, sigma)]

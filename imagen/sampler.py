@@ -12,10 +12,9 @@ from typing import Callable, Literal, Sequence
 
 import torch
 
-from .dpm_solver import sample_dpmpp_2m
-from .guidance import guide
-from .schedule import Prediction, alpha_sigma, to_x0_eps
-from .thresholding import Thresholding, threshold
+from .dpm_solver import data_prediction, guided_rows, sample_dpmpp_2m
+from .schedule import Prediction, alpha_sigma
+from .thresholding import Thresholding
 
 SamplerKind = Literal["ddim", "ddpm", "dpmpp_2m"]
 
@@ -59,29 +58,15 @@ def sample(
         raise ValueError(f"unknown sampler kind {kind!r}: expected ddim, ddpm or dpmpp_2m")
     if kind == "ddpm" and generators is None:
         raise ValueError("ddpm sampling needs one generator per row")
-    b = x_T.shape[0]
-    guided = (w != 1).nonzero().flatten()          # rows that need eps_uncond
-    drop = torch.cat([torch.zeros(b, dtype=torch.bool), torch.ones(len(guided), dtype=torch.bool)]).to(x_T.device)
+    guided, drop = guided_rows(w, x_T.device)
     t_grid = torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64)
     x_t = x_T
     for i in range(steps):
         t, s = float(t_grid[i]), float(t_grid[i + 1])
-        # 1. one forward for [cond rows; uncond rows of the guided images]
-        x_in = torch.cat([x_t, x_t[guided]])
-        t_in = torch.full((x_in.shape[0],), t, device=x_t.device)
-        extra = {}
-        if lowres is not None:
-            extra = {"lowres": torch.cat([lowres, lowres[guided]]), "aug_level": torch.cat([aug_level, aug_level[guided]])}
-        out = model(x_in, t_in, torch.cat([tokens, tokens[guided]]), torch.cat([mask, mask[guided]]), drop_text=drop, **extra)
-        # 2. classifier-free guidance: out = out_uncond + w (out_cond - out_uncond) (linear, so
-        #    the same on eps or v); rows with w == 1 keep the conditional output
-        out_cond = out[:b]
-        out_uncond = out_cond.clone()
-        out_uncond[guided] = out[b:]
-        out = guide(out_cond, out_uncond, w)
-        # 3. x0_pred from the guided output, thresholded in pixel space
-        x0_pred, _ = to_x0_eps(out, x_t, torch.full((b,), t, device=x_t.device), prediction)
-        x0_pred = threshold(x0_pred, thresholding, percentile)
+        # 1-3. one forward for [cond rows; uncond rows of the guided images], classifier-free guidance
+        #      out = out_uncond + w (out_cond - out_uncond), x0_pred thresholded in pixel space
+        x0_pred = data_prediction(model, x_t, t, tokens, mask, w, guided, drop, prediction, thresholding, percentile,
+                                  lowres, aug_level)
         if s <= 0.0:
             x_t = x0_pred
         else:
