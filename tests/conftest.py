@@ -4,6 +4,7 @@ sys.path, it is not a package)."""
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -97,3 +98,24 @@ def tiny_shapes_clip(tmp_path_factory):
     path = tmp_path_factory.mktemp("sclip") / "shapes_clip.safetensors"
     save_shapes_clip(model.eval(), path, dtype=torch.float32)
     return path
+
+
+CHROMIUM = os.environ.get("BENCH_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's Chromium driven by Playwright (installed by .ci/install-chromium.sh; never downloaded)."""
+    if not Path(CHROMIUM).is_file():
+        pytest.fail(f"Chromium not found ({CHROMIUM}): run .ci/install-chromium.sh (installs Debian's chromium)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.fail("the playwright Python package is missing: pip install -e '.[test]' "
+                    "(do not run `playwright install`; the test uses the system Chromium)")
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import shutil
 import time
 from pathlib import Path
 
@@ -19,9 +17,6 @@ from PIL import Image
 from bench.pairs import export_pairs, read_key, read_pairs
 from bench.ratings import summarize
 
-CHROMIUM = os.environ.get("BENCH_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run"]
 HOSTILE = "<img src=x onerror=alert(1)>"
 BREAKOUT = "</script><script>alert(2)</script>"
 PROMPTS = [("drawbench-000", "A red colored car.", "Colors"),
@@ -48,21 +43,6 @@ def make_run(root: Path, name: str, tag: int, samples: int = 2) -> Path:
         w.writeheader()
         w.writerows(rows)
     return run
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not Path(CHROMIUM).is_file():
-        pytest.fail(f"Chromium not found ({CHROMIUM}): run .ci/install-chromium.sh (installs Debian's chromium)")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        pytest.fail("the playwright Python package is missing: pip install -e '.[test]' "
-                    "(do not run `playwright install`; the test uses the system Chromium)")
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield b
-        b.close()
 
 
 @pytest.fixture()
