@@ -52,6 +52,7 @@ DONE_FILE = "figure_variant.json"
 FIGURE_KEYS = {"name", "title", "paper", "expect", "note", "size", "variants", "control", "x_axis"}
 REF_STEPS = 25 + 20  # base + SR steps per image at which ``sec_per_image`` (conf/figures.yaml) is stated
 SAMPLER_NAMES = {"ddim": "DDIM", "ddpm": "DDPM (ancestral)", "dpmpp_2m": "DPM-Solver++(2M)"}
+GRID_NAMES = {"logsnr": "logSNR", "time": "uniform-t"}
 
 
 class FigureError(RuntimeError):
@@ -333,13 +334,24 @@ def figure_plot(spec: FigureSpec, results: Sequence[VariantResult], png: Path, s
     return png
 
 
+def sampler_name(label: str) -> str:
+    """``dpmpp_2m (logsnr)`` -> ``DPM-Solver++(2M), logSNR grid``; a kind alone -> its name."""
+    kind, _, grid = label.partition(" (")
+    name = SAMPLER_NAMES.get(kind, kind)
+    return f"{name}, {GRID_NAMES.get(grid.rstrip(')'), grid.rstrip(')'))} grid" if grid else name
+
+
 def steps_table(results: Sequence[VariantResult]) -> pd.DataFrame:
-    """The ``all`` rows of every variant with its sampler kind and steps (x_axis: steps), sorted by steps."""
+    """The ``all`` rows of every variant with its sampler (kind, and the time grid when not uniform in t) and
+    steps (x_axis: steps), sorted by steps."""
     frames = []
     for r in results:
         if r.metrics is not None:
             t = category_rows(r.metrics, "all").copy()
-            t["sampler"], t["steps"] = str(r.config["sampler"]["kind"]), int(r.config["sampler"]["steps"])
+            s = r.config["sampler"]
+            grid = str(s.get("grid") or "time")
+            t["sampler"] = str(s["kind"]) + ("" if grid == "time" else f" ({grid})")
+            t["steps"] = int(s["steps"])
             frames.append(t)
     return pd.concat(frames, ignore_index=True).sort_values("steps") if frames else pd.DataFrame()
 
@@ -352,7 +364,7 @@ def draw_vs_steps(ax: Any, table: pd.DataFrame, column: str) -> None:
         if t.empty:
             continue
         x, color = t["steps"].to_numpy(float), f"C{i % 10}"
-        ax.plot(x, t[column].to_numpy(float), "-o", color=color, ms=4, lw=1.5, label=SAMPLER_NAMES.get(kind, kind))
+        ax.plot(x, t[column].to_numpy(float), "-o", color=color, ms=4, lw=1.5, label=sampler_name(kind))
         lo, hi = f"{column}_ci_low", f"{column}_ci_high"
         if lo in t.columns and hi in t.columns:
             l, h = t[lo].to_numpy(float), t[hi].to_numpy(float)

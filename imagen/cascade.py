@@ -18,7 +18,7 @@ import torch
 from .checkpoint import CheckpointError, build_stage, load_stage
 from .device import resolve_device
 from .sampler import SamplerKind, per_row_randn, sample
-from .schedule import q_sample
+from .schedule import Grid, q_sample
 from .text_encoder import TextEncoder, TextEncoderConfig
 from .thresholding import Thresholding
 
@@ -105,7 +105,7 @@ class Cascade:
         return cls(built, encoder, dev)
 
     def sample(self, tokens: torch.Tensor, mask: torch.Tensor, w: torch.Tensor, seeds: Sequence[int], *,
-               steps: int = 25, kind: SamplerKind = "ddim", thresholding: Thresholding = "dynamic",
+               steps: int = 25, kind: SamplerKind = "ddim", grid: Grid = "time", thresholding: Thresholding = "dynamic",
                percentile: float = 0.995, sr_steps: int | None = None, sr_weight: float | None = None,
                aug_level: float = 0.0, on_step=None) -> torch.Tensor:
         """Images in [-1, 1] at the last stage's size, one per row of ``tokens``.
@@ -123,13 +123,13 @@ class Cascade:
             x_T = per_row_randn(generators(seeds, i, "x_T"), shape, dev).contiguous(memory_format=torch.channels_last)
             gens = generators(seeds, i, "ddpm")
             if st.cfg.kind == "base":
-                x = sample(st.model, x_T, tokens, mask, w, steps=steps, kind=kind, prediction=st.cfg.prediction,
+                x = sample(st.model, x_T, tokens, mask, w, steps=steps, kind=kind, grid=grid, prediction=st.cfg.prediction,
                            thresholding=thresholding, percentile=percentile, generators=gens, on_step=on_step)
             else:
                 level = torch.full((x.shape[0],), float(aug_level), device=dev)
                 lowres = q_sample(x, level, per_row_randn(generators(seeds, i, "aug"), x.shape[1:], dev))
                 w_sr = w if sr_weight is None else torch.full_like(w, float(sr_weight))
-                x = sample(st.model, x_T, tokens, mask, w_sr, steps=sr_steps or steps, kind=kind,
+                x = sample(st.model, x_T, tokens, mask, w_sr, steps=sr_steps or steps, kind=kind, grid=grid,
                            prediction=st.cfg.prediction, thresholding=thresholding, percentile=percentile,
                            generators=gens, lowres=lowres, aug_level=level, on_step=on_step)
         return x

@@ -1,10 +1,10 @@
 """The sampler: one plain function that reads like the paper's algorithm.
 
-DDIM (eta = 0, Song et al. 2021) or ancestral DDPM steps over an evenly spaced grid of
-continuous times 1 = t_0 > t_1 > ... > t_N = 0, with classifier-free guidance
+DDIM (eta = 0, Song et al. 2021) or ancestral DDPM steps over a grid of continuous times
+1 = t_0 > t_1 > ... > t_N = 0 (``grid``: evenly spaced in t, or in log-SNR; ``imagen.schedule.time_grid``), with classifier-free guidance
 (``imagen.guidance.guide``) and static or dynamic thresholding of x0_pred
 (``imagen.thresholding``) at every step. ``kind="dpmpp_2m"`` hands the same arguments to the
-multistep DPM-Solver++(2M) of ``imagen.dpm_solver`` (same grid, guidance and thresholding).
+multistep DPM-Solver++(2M) of ``imagen.dpm_solver`` (same grids, guidance and thresholding).
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import Callable, Literal, Sequence
 import torch
 
 from .dpm_solver import data_prediction, guided_rows, sample_dpmpp_2m
-from .schedule import Prediction, alpha_sigma
+from .schedule import Grid, Prediction, alpha_sigma, time_grid
 from .thresholding import Thresholding
 
 SamplerKind = Literal["ddim", "ddpm", "dpmpp_2m"]
@@ -34,6 +34,7 @@ def sample(
     *,
     steps: int = 50,
     kind: SamplerKind = "ddim",
+    grid: Grid = "time",
     prediction: Prediction = "eps",
     thresholding: Thresholding = "dynamic",
     percentile: float = 0.995,
@@ -51,7 +52,7 @@ def sample(
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
     if kind == "dpmpp_2m":
-        return sample_dpmpp_2m(model, x_T, tokens, mask, w, steps=steps, prediction=prediction,
+        return sample_dpmpp_2m(model, x_T, tokens, mask, w, steps=steps, grid=grid, prediction=prediction,
                                thresholding=thresholding, percentile=percentile, lowres=lowres,
                                aug_level=aug_level, on_step=on_step)
     if kind not in ("ddim", "ddpm"):
@@ -59,7 +60,7 @@ def sample(
     if kind == "ddpm" and generators is None:
         raise ValueError("ddpm sampling needs one generator per row")
     guided, drop = guided_rows(w, x_T.device)
-    t_grid = torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64)
+    t_grid = time_grid(steps, grid)
     x_t = x_T
     for i in range(steps):
         t, s = float(t_grid[i]), float(t_grid[i + 1])

@@ -11,6 +11,7 @@ from typing import Literal
 import torch
 
 Prediction = Literal["eps", "v"]
+Grid = Literal["time", "logsnr"]
 _S = 0.008
 _T_MAX = 0.9946  # alpha_bar(t) ~ 1.6e-4 here; avoids alpha = 0 at t = 1
 
@@ -21,6 +22,38 @@ def alpha_sigma(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     alpha = torch.cos((t + _S) / (1 + _S) * math.pi / 2) / math.cos(_S / (1 + _S) * math.pi / 2)
     alpha = alpha.clamp(0.0, 1.0)
     return alpha, (1 - alpha**2).clamp(min=0.0).sqrt()
+
+
+def lambda_(t: torch.Tensor) -> torch.Tensor:
+    """The half log-SNR lambda_t = log(alpha_t / sigma_t) (Lu et al. 2022); +inf at t = 0."""
+    alpha, sigma = alpha_sigma(t)
+    return torch.log(alpha) - torch.log(sigma)
+
+
+def t_of_lambda(lam: torch.Tensor) -> torch.Tensor:
+    """The inverse of ``lambda_``: alpha_t^2 = sigmoid(2 lambda), then the cosine schedule solved for t."""
+    alpha = torch.sigmoid(2 * lam).sqrt() * math.cos(_S / (1 + _S) * math.pi / 2)
+    return (torch.acos(alpha) * (1 + _S) * 2 / math.pi - _S) / _T_MAX
+
+
+LOGSNR_T_MIN = 0.025  # the last model evaluation of a logSNR grid (sigma = 0.05); 0.01-0.05 sampled alike
+
+
+def time_grid(steps: int, grid: Grid = "time") -> torch.Tensor:
+    """Sampling times 1 = t_0 > t_1 > ... > t_steps = 0 (float64; the model is evaluated at t_0 .. t_{steps-1}).
+
+    ``time``: uniform in t. ``logsnr``: uniform in lambda_t from t = 1 to ``LOGSNR_T_MIN``, then the last
+    step to t = 0 (the DPM-Solver authors' "logSNR" steps, Lu et al. 2022, recommended for low resolution;
+    which grid wins depends on the guidance weight: ``imagen.dpm_solver``).
+    """
+    if grid == "time":
+        return torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64)
+    if grid != "logsnr":
+        raise ValueError(f"unknown time grid {grid!r}: expected time or logsnr")
+    ends = lambda_(torch.tensor([1.0, LOGSNR_T_MIN], dtype=torch.float64))
+    t = t_of_lambda(torch.linspace(float(ends[0]), float(ends[1]), steps, dtype=torch.float64))
+    t[0] = 1.0  # exact, not 1 - rounding
+    return torch.cat([t, torch.zeros(1, dtype=torch.float64)])
 
 
 def _bc(a: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

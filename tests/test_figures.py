@@ -54,8 +54,9 @@ def test_figure_config_composes_into_run_configs_within_budget(name):
         assert [c["sampler"]["aug_level"] for _, c in runs] == [0.0, 0.1, 0.25, 0.5]
     if name == "sampler_steps":
         assert spec.x_axis == "steps" and [float(w) for w in spec.size.weights] == [1.0, 3.0, 5.0]
-        assert sorted((c["sampler"]["kind"], c["sampler"]["steps"]) for _, c in runs) == sorted(
-            (k, n) for k in ("ddim", "ddpm", "dpmpp_2m") for n in (5, 10, 15, 25, 50))
+        grids = [("ddim", "time"), ("ddpm", "time"), ("dpmpp_2m", "time"), ("dpmpp_2m", "logsnr")]
+        assert sorted((c["sampler"]["kind"], c["sampler"]["grid"], c["sampler"]["steps"]) for _, c in runs) == sorted(
+            (k, g, n) for k, g in grids for n in (5, 10, 15, 25, 50))
         assert all(c["sampler"]["sr_steps"] is None for _, c in runs)  # SR stage at the same steps
     if name == "guidance":
         assert len(runs) == 1 and min(spec.size.weights) == 1 and max(spec.size.weights) >= 7.5
@@ -86,7 +87,7 @@ def test_unknown_figure_keys_are_named():
                               "size": {"prompts": 1, "weights": [1], "steps": 1}, "variants": [{"lable": "a"}]})
 
 
-def _fake_result(kind: str, steps: int, tmp: Path) -> VariantResult:
+def _fake_result(kind: str, steps: int, tmp: Path, grid: str | None = None) -> VariantResult:
     rows = []
     for w in (1.0, 3.0):
         for cat in ("all", "Colors"):
@@ -94,22 +95,24 @@ def _fake_result(kind: str, steps: int, tmp: Path) -> VariantResult:
             rows.append({"guidance_weight": w, "category": cat, "num_images": 4, "fd": v, "fd_ci_low": v - 1,
                          "fd_ci_high": v + 1, "fd_extractor": "x", "clip_score": 20 + steps / 10, "clip_model": "m",
                          "alignment": min(steps / 50, 1.0)})
-    cfg = {"sampler": {"kind": kind, "steps": steps, "sr_steps": None}}
-    return VariantResult(Variant(f"{kind} {steps}"), tmp, cfg, [], pd.DataFrame(rows), 1.0, False, {})
+    cfg = {"sampler": {"kind": kind, "steps": steps, "sr_steps": None, **({"grid": grid} if grid else {})}}
+    return VariantResult(Variant(f"{kind} {grid} {steps}"), tmp, cfg, [], pd.DataFrame(rows), 1.0, False, {})
 
 
 def test_sampler_steps_plot_draws_metrics_against_steps(tmp_path):
     spec = _figure("sampler_steps")
     results = [_fake_result(k, n, tmp_path) for k in ("ddim", "dpmpp_2m") for n in (25, 5, 10)]
+    results += [_fake_result("dpmpp_2m", n, tmp_path, "logsnr") for n in (10, 5)]  # a grid of its own: a line
     table = steps_table(results)
-    assert len(table) == 12 and set(table["category"]) == {"all"}
+    assert len(table) == 16 and set(table["category"]) == {"all"}
     assert table.loc[table["sampler"] == "ddim", "steps"].tolist() == [5, 5, 10, 10, 25, 25]
+    assert table.loc[table["sampler"] == "dpmpp_2m (logsnr)", "steps"].tolist() == [5, 5, 10, 10]
     png = figure_plot(spec, results, tmp_path / "s.png", tmp_path / "s.svg")
     assert png == tmp_path / "s.png"
     with Image.open(png) as im:
         assert im.size[0] < im.size[1] * 1.5  # 3 metric rows x 2 weight columns
     svg = (tmp_path / "s.svg").read_text()
-    assert "DPM-Solver++(2M)" in svg and "sampler steps per stage" in svg and "w = 3" in svg
+    assert "DPM-Solver++(2M)" in svg and "logSNR grid" in svg and "sampler steps per stage" in svg and "w = 3" in svg
     empty = [VariantResult(Variant("a"), tmp_path, {"sampler": {"kind": "ddim", "steps": 5}}, [], None, 1.0, False, {})]
     assert figure_plot(spec, empty, tmp_path / "e.png") is None and not (tmp_path / "e.png").exists()
 

@@ -10,7 +10,9 @@ from PIL import Image
 
 from bench.generate import generate, manifest_rows, micro_batches, plan_jobs, png_ok
 from bench.generators import CascadeGenerator, SamplerSettings
+from bench import rundir
 from bench.rundir import write_manifest
+from bench.run import ADDED_GENERATION_KEYS
 from bench.prompts.records import PromptRecord
 from bench.shapes import sample_scene
 
@@ -134,3 +136,15 @@ def test_nonfinite_samples_fail_with_prompt_and_seed(tiny_cascade, tmp_path, mon
     monkeypatch.setattr(tiny_cascade, "sample", broken)
     with pytest.raises(gen.NonFiniteSampleError, match="seed"):
         generate(CascadeGenerator(tiny_cascade, SETTINGS), plan_jobs(_prompts(1), [2.0], 1, 0), tmp_path, MICRO_BATCH, progress=False)
+
+
+def test_run_directories_from_before_a_new_generation_key_still_resume(tmp_path):
+    """generation.json written before ``sampler.grid`` existed: its images were made on the uniform-t grid,
+    so the same settings with grid=time resume, and grid=logsnr is refused by name."""
+    old = {"sampler.kind": "ddim", "sampler.steps": 25, "seed": 0}
+    rundir.write_generation(tmp_path, old)
+    rundir.check_generation(tmp_path, {**old, "sampler.grid": "time"}, True, added=ADDED_GENERATION_KEYS)
+    with pytest.raises(rundir.RunConfigMismatch, match="sampler.grid"):
+        rundir.check_generation(tmp_path, {**old, "sampler.grid": "logsnr"}, True, added=ADDED_GENERATION_KEYS)
+    with pytest.raises(rundir.RunConfigMismatch, match="sampler.grid"):
+        rundir.check_generation(tmp_path, {**old, "sampler.grid": "time"}, True)  # without ``added``: a new key

@@ -20,6 +20,7 @@ class SamplerSettings:
 
     steps: int = 25
     kind: str = "ddim"
+    grid: str = "time"            # time grid of both stages: time | logsnr (imagen.schedule.time_grid)
     thresholding: str = "dynamic"
     percentile: float = 0.995
     sr_steps: int | None = None
@@ -67,7 +68,7 @@ class CascadeGenerator:
         s = self.settings
         tokens, mask = self.cascade.text_encoder.encode([j.prompt for j in jobs])
         w = torch.tensor([j.guidance_weight for j in jobs], dtype=torch.float32)
-        x = self.cascade.sample(tokens, mask, w, [j.seed for j in jobs], steps=s.steps, kind=s.kind,
+        x = self.cascade.sample(tokens, mask, w, [j.seed for j in jobs], steps=s.steps, kind=s.kind, grid=s.grid,
                                 thresholding=s.thresholding, percentile=s.percentile, sr_steps=s.sr_steps,
                                 sr_weight=s.sr_weight, aug_level=s.aug_level)
         finite = torch.isfinite(x.flatten(1)).all(1)

@@ -115,12 +115,15 @@ def write_metrics(run_dir: str | os.PathLike, table: pd.DataFrame) -> Path:
 
 
 def check_generation(run_dir: str | os.PathLike, settings: dict[str, Any], resume: bool,
-                     may_differ: tuple[str, ...] = ("guidance.weights", "prompts")) -> None:
+                     may_differ: tuple[str, ...] = ("guidance.weights", "prompts"),
+                     added: dict[str, Any] | None = None) -> None:
     """Refuse to mix images of different settings in one run directory. ``settings`` is the flat dict of
-    what changes pixels (model identity, sampler, seeds); keys in ``may_differ`` only add images."""
+    what changes pixels (model identity, sampler, seeds); keys in ``may_differ`` only add images. ``added``:
+    keys introduced after a run directory was written, with the value its images were made with."""
     old = read_json(_as_dir(run_dir) / GENERATION)
     if not old:
         return
+    old = {**(added or {}), **old}
     if not resume:
         raise RunConfigMismatch(f"{run_dir} already holds a run and resume=false: choose another hydra.run.dir")
     diff = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k) and k not in may_differ)
