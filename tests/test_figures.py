@@ -40,6 +40,7 @@ def test_figure_config_composes_into_run_configs_within_budget(name):
     assert runs
     for v, cfg in runs:
         assert cfg["model"]["name"] == "imagen_base" and cfg["prompts"]["limit"] == spec.size.prompts
+        assert spec.size.prompts <= cfg["prompts"]["n"]  # the shapes set has that many prompts to take
         assert cfg["guidance"]["weights"] == [float(w) for w in spec.size.weights]
         assert spec.size.steps is None or cfg["sampler"]["steps"] == spec.size.steps
         assert cfg["metrics"]["enabled"] is True
