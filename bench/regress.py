@@ -213,6 +213,13 @@ def metric_weights(mcfg: dict[str, Any]) -> dict[str, str]:
     return out
 
 
+def _with_added_keys(fp: dict[str, Any]) -> dict[str, Any]:
+    """A fingerprint (a baseline's, or an older run's) with the generation keys added since, at their old value."""
+    if "generation" not in fp:
+        return fp
+    return {**fp, "generation": rundir.with_added_keys(fp["generation"], GENERATION_PREFIXES)}
+
+
 def _fingerprint_diff(base: dict[str, Any], now: dict[str, Any]) -> list[str]:
     diffs = []
     for key in sorted(set(base) | set(now)):
@@ -434,7 +441,7 @@ def compare(run_dir: Path, baseline: dict[str, Any], allow_other_seeds: bool = F
     st = settings or PairedSettings()
     run_dir = Path(run_dir)
     table = read_metrics(run_dir)
-    diffs = _fingerprint_diff(baseline.get("fingerprint", {}), fingerprint(run_dir))
+    diffs = _fingerprint_diff(_with_added_keys(baseline.get("fingerprint", {})), _with_added_keys(fingerprint(run_dir)))
     if allow_other_seeds:
         diffs = [d for d in diffs if not d.startswith(tuple(k + ":" for k in SEED_KEYS))]
     if diffs:

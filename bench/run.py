@@ -32,8 +32,6 @@ log = logging.getLogger("bench.run")
 
 # settings that change pixels: a run directory may only be resumed with the same values
 GENERATION_KEYS = ("model", "guidance", "sampler", "seed", "samples_per_prompt")
-# generation.json keys added later, with the value that older run directories' images were made with
-ADDED_GENERATION_KEYS = {"sampler.grid": "time"}
 __all__ = ["GENERATION_KEYS", "RunConfigMismatch", "flatten", "run", "main"]
 
 
@@ -89,8 +87,7 @@ def _generate(cfg: dict[str, Any], run_dir: Path, dist: Dist) -> tuple[Generator
                      int(cfg["seed"]))
     generator = build_generator(cfg)
     gen_cfg = generation_settings(cfg, generator)
-    dist.on_main(rundir.check_generation, run_dir, gen_cfg, bool(cfg.get("resume", True)),
-                 added=ADDED_GENERATION_KEYS)
+    dist.on_main(rundir.check_generation, run_dir, gen_cfg, bool(cfg.get("resume", True)))
     if dist.is_main:
         rundir.write_generation(run_dir, gen_cfg)
         if generator.random_weights:

@@ -105,14 +105,16 @@ class Cascade:
         return cls(built, encoder, dev)
 
     def sample(self, tokens: torch.Tensor, mask: torch.Tensor, w: torch.Tensor, seeds: Sequence[int], *,
-               steps: int = 25, kind: SamplerKind = "ddim", grid: Grid = "time", thresholding: Thresholding = "dynamic",
+               steps: int = 25, kind: SamplerKind = "ddim", grid: Grid = "time",
+               thresholding: Thresholding = "dynamic",
                percentile: float = 0.995, sr_steps: int | None = None, sr_weight: float | None = None,
                aug_level: float = 0.0, on_step=None) -> torch.Tensor:
         """Images in [-1, 1] at the last stage's size, one per row of ``tokens``.
 
         ``w`` is the base stage's per-row guidance weight; SR stages use ``sr_weight`` (None:
         the same w). ``aug_level`` is the noise-conditioning-augmentation level at which SR
-        stages see the low-res image (paper section 2.5).
+        stages see the low-res image (paper section 2.5). ``kind`` and ``grid`` (the time grid) apply to
+        every stage; the run config's defaults are in conf/sampler/, these are the function's.
         """
         dev = self.device
         tokens, mask, w = tokens.to(dev), mask.to(dev), w.to(dev)
@@ -123,8 +125,9 @@ class Cascade:
             x_T = per_row_randn(generators(seeds, i, "x_T"), shape, dev).contiguous(memory_format=torch.channels_last)
             gens = generators(seeds, i, "ddpm")
             if st.cfg.kind == "base":
-                x = sample(st.model, x_T, tokens, mask, w, steps=steps, kind=kind, grid=grid, prediction=st.cfg.prediction,
-                           thresholding=thresholding, percentile=percentile, generators=gens, on_step=on_step)
+                x = sample(st.model, x_T, tokens, mask, w, steps=steps, kind=kind, grid=grid,
+                           prediction=st.cfg.prediction, thresholding=thresholding, percentile=percentile,
+                           generators=gens, on_step=on_step)
             else:
                 level = torch.full((x.shape[0],), float(aug_level), device=dev)
                 lowres = q_sample(x, level, per_row_randn(generators(seeds, i, "aug"), x.shape[1:], dev))

@@ -19,7 +19,7 @@ the DPM-Solver authors' choice for guided sampling) evaluates the model at the s
 low resolution). Measured on the shipped cascade (12 shapes prompts): at 10 steps the logSNR grid gave
 the CLIP score of 50-step sampling at w = 3 and 5 where the time grid fell 2.6 points short, but it
 breaks down at w >= 7.5 (CLIP score 59 vs 83 at w = 10); the time grid at 12 steps matched 25-step DDIM
-at every w from 1 to 10 (README: Samplers).
+at every w from 1 to 10 on the 60-prompt default sweep, paired by prompt (README: Samplers).
 """
 from __future__ import annotations
 

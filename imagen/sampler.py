@@ -1,8 +1,8 @@
 """The sampler: one plain function that reads like the paper's algorithm.
 
 DDIM (eta = 0, Song et al. 2021) or ancestral DDPM steps over a grid of continuous times
-1 = t_0 > t_1 > ... > t_N = 0 (``grid``: evenly spaced in t, or in log-SNR; ``imagen.schedule.time_grid``), with classifier-free guidance
-(``imagen.guidance.guide``) and static or dynamic thresholding of x0_pred
+1 = t_0 > t_1 > ... > t_N = 0 (``grid``: evenly spaced in t, or in log-SNR: ``imagen.schedule.time_grid``),
+with classifier-free guidance (``imagen.guidance.guide``) and static or dynamic thresholding of x0_pred
 (``imagen.thresholding``) at every step. ``kind="dpmpp_2m"`` hands the same arguments to the
 multistep DPM-Solver++(2M) of ``imagen.dpm_solver`` (same grids, guidance and thresholding).
 """
@@ -47,7 +47,8 @@ def sample(
 
     ``w`` holds one guidance weight per row. Rows with w != 1 get an unconditional pass,
     evaluated in the same forward as the conditional one (cond rows, then uncond rows).
-    ``generators`` (one per row) feed the fresh noise of ancestral DDPM steps.
+    ``generators`` (one per row) feed the fresh noise of ancestral DDPM steps. ``grid``: the time grid,
+    ``time`` or ``logsnr`` (``imagen.schedule.time_grid``).
     """
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")

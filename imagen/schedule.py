@@ -14,6 +14,7 @@ Prediction = Literal["eps", "v"]
 Grid = Literal["time", "logsnr"]
 _S = 0.008
 _T_MAX = 0.9946  # alpha_bar(t) ~ 1.6e-4 here; avoids alpha = 0 at t = 1
+LOGSNR_T_MIN = 0.025  # the last model evaluation of a logSNR grid (sigma = 0.05); 0.01-0.05 sampled alike
 
 
 def alpha_sigma(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -31,12 +32,10 @@ def lambda_(t: torch.Tensor) -> torch.Tensor:
 
 
 def t_of_lambda(lam: torch.Tensor) -> torch.Tensor:
-    """The inverse of ``lambda_``: alpha_t^2 = sigmoid(2 lambda), then the cosine schedule solved for t."""
+    """The inverse of ``lambda_`` on t in [0, 1]: alpha_t^2 = sigmoid(2 lambda), then the cosine schedule solved
+    for t; a lambda below lambda_(1) gives t = 1 (``alpha_sigma`` clamps t there too)."""
     alpha = torch.sigmoid(2 * lam).sqrt() * math.cos(_S / (1 + _S) * math.pi / 2)
-    return (torch.acos(alpha) * (1 + _S) * 2 / math.pi - _S) / _T_MAX
-
-
-LOGSNR_T_MIN = 0.025  # the last model evaluation of a logSNR grid (sigma = 0.05); 0.01-0.05 sampled alike
+    return ((torch.acos(alpha) * (1 + _S) * 2 / math.pi - _S) / _T_MAX).clamp(0.0, 1.0)
 
 
 def time_grid(steps: int, grid: Grid = "time") -> torch.Tensor:

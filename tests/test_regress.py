@@ -153,6 +153,20 @@ def test_practical_floor_keeps_a_tiny_clear_change_ok(tmp_path):
     assert row.paired == "worse" and row.verdict == "ok"
 
 
+def test_a_baseline_from_before_a_new_generation_key_still_compares(tmp_path):
+    """A baseline made before generation.json had ``sampler.grid`` matches a run on the grid it was made with
+    (``time``) and refuses another grid."""
+    b = make_baseline(fake_run(tmp_path / "base"))
+    assert "sampler.grid" not in b["fingerprint"]["generation"]
+    run = fake_run(tmp_path / "now")
+    gen = json.loads((run / "generation.json").read_text())
+    (run / "generation.json").write_text(json.dumps({**gen, "sampler.grid": "time"}))
+    assert (compare(run, b)["verdict"] == "ok").all()
+    (run / "generation.json").write_text(json.dumps({**gen, "sampler.grid": "logsnr"}))
+    with pytest.raises(BaselineMismatch, match="sampler.grid"):
+        compare(run, b)
+
+
 def test_another_seed_needs_allow_other_seeds_and_pairs_by_prompt(tmp_path):
     b = make_baseline(fake_run(tmp_path / "base"))
     other = fake_run(tmp_path / "seed1", seed=1)
@@ -394,6 +408,7 @@ def test_ci_regression_experiment_only_overrides_and_is_balanced():
     assert ci["model"]["name"] == "imagen_base" and ci["prompts"]["name"] == "shapes"
     assert ci["guidance"]["weights"] == [1, 3, 7.5] and ci["seed"] == 0
     assert ci["metrics"]["ref_n"] == 1000 and ci["metrics"]["kid"] is False and ci["metrics"]["enabled"]
-    assert ci["sampler"]["steps"] < base["sampler"]["steps"]
+    assert ci["sampler"]["kind"] == "ddim" and ci["sampler"]["grid"] == "time"  # pinned: the baseline's sampler
+    assert ci["sampler"]["steps"] + ci["sampler"]["sr_steps"] <= 2 * base["sampler"]["steps"]
     prompts = load_prompts(**ci["prompts"])
     assert Counter(p.category for p in prompts) == {"Colors": 12, "Counting": 12, "Positional": 12}

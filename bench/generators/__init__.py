@@ -23,7 +23,10 @@ def model_kind(model: dict[str, Any]) -> str:
 
 def sampler_settings(cfg: dict[str, Any]) -> SamplerSettings:
     g, s = cfg["guidance"], cfg["sampler"]
-    return SamplerSettings(steps=int(s["steps"]), kind=s["kind"], grid=str(s.get("grid", "time")), thresholding=g["thresholding"],
+    grid = str(s.get("grid", "time"))
+    if grid not in ("time", "logsnr"):  # refused before generation.json is written
+        raise ValueError(f"sampler.grid={grid!r}: expected time or logsnr")
+    return SamplerSettings(steps=int(s["steps"]), kind=s["kind"], grid=grid, thresholding=g["thresholding"],
                            percentile=float(g["percentile"]), sr_steps=s.get("sr_steps"),
                            sr_weight=g.get("sr_weight"), aug_level=float(s.get("aug_level", 0.0)))
 

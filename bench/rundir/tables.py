@@ -114,16 +114,25 @@ def write_metrics(run_dir: str | os.PathLike, table: pd.DataFrame) -> Path:
 # ---------------------------------------------------------------- generation.json
 
 
+# generation.json keys added after run directories were first written, with the value that the images of a
+# run directory without the key were made with (so older run directories resume and compare as before)
+ADDED_GENERATION_KEYS: dict[str, Any] = {"sampler.grid": "time"}
+
+
+def with_added_keys(settings: dict[str, Any], prefixes: tuple[str, ...] = ("",)) -> dict[str, Any]:
+    """A generation.json's flat settings completed with the ``ADDED_GENERATION_KEYS`` (those starting with one
+    of ``prefixes``) that it lacks."""
+    return {**{k: v for k, v in ADDED_GENERATION_KEYS.items() if k.startswith(prefixes)}, **settings}
+
+
 def check_generation(run_dir: str | os.PathLike, settings: dict[str, Any], resume: bool,
-                     may_differ: tuple[str, ...] = ("guidance.weights", "prompts"),
-                     added: dict[str, Any] | None = None) -> None:
+                     may_differ: tuple[str, ...] = ("guidance.weights", "prompts")) -> None:
     """Refuse to mix images of different settings in one run directory. ``settings`` is the flat dict of
-    what changes pixels (model identity, sampler, seeds); keys in ``may_differ`` only add images. ``added``:
-    keys introduced after a run directory was written, with the value its images were made with."""
+    what changes pixels (model identity, sampler, seeds); keys in ``may_differ`` only add images."""
     old = read_json(_as_dir(run_dir) / GENERATION)
     if not old:
         return
-    old = {**(added or {}), **old}
+    old = with_added_keys(old)
     if not resume:
         raise RunConfigMismatch(f"{run_dir} already holds a run and resume=false: choose another hydra.run.dir")
     diff = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k) and k not in may_differ)
