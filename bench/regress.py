@@ -213,11 +213,12 @@ def metric_weights(mcfg: dict[str, Any]) -> dict[str, str]:
     return out
 
 
-def _with_added_keys(fp: dict[str, Any]) -> dict[str, Any]:
-    """A fingerprint (a baseline's, or an older run's) with the generation keys added since, at their old value."""
+def _with_added_keys(fp: dict[str, Any], other: dict[str, Any]) -> dict[str, Any]:
+    """A fingerprint (a baseline's, or an older run's) with the generation keys added since, at their old value,
+    where the fingerprint it is compared with has them."""
     if "generation" not in fp:
         return fp
-    return {**fp, "generation": rundir.with_added_keys(fp["generation"], GENERATION_PREFIXES)}
+    return {**fp, "generation": rundir.with_added_keys(fp["generation"], other.get("generation", {}))}
 
 
 def _fingerprint_diff(base: dict[str, Any], now: dict[str, Any]) -> list[str]:
@@ -441,7 +442,8 @@ def compare(run_dir: Path, baseline: dict[str, Any], allow_other_seeds: bool = F
     st = settings or PairedSettings()
     run_dir = Path(run_dir)
     table = read_metrics(run_dir)
-    diffs = _fingerprint_diff(_with_added_keys(baseline.get("fingerprint", {})), _with_added_keys(fingerprint(run_dir)))
+    base_fp, now_fp = baseline.get("fingerprint", {}), fingerprint(run_dir)
+    diffs = _fingerprint_diff(_with_added_keys(base_fp, now_fp), _with_added_keys(now_fp, base_fp))
     if allow_other_seeds:
         diffs = [d for d in diffs if not d.startswith(tuple(k + ":" for k in SEED_KEYS))]
     if diffs:

@@ -119,10 +119,10 @@ def write_metrics(run_dir: str | os.PathLike, table: pd.DataFrame) -> Path:
 ADDED_GENERATION_KEYS: dict[str, Any] = {"sampler.grid": "time"}
 
 
-def with_added_keys(settings: dict[str, Any], prefixes: tuple[str, ...] = ("",)) -> dict[str, Any]:
-    """A generation.json's flat settings completed with the ``ADDED_GENERATION_KEYS`` (those starting with one
-    of ``prefixes``) that it lacks."""
-    return {**{k: v for k, v in ADDED_GENERATION_KEYS.items() if k.startswith(prefixes)}, **settings}
+def with_added_keys(settings: dict[str, Any], present: dict[str, Any]) -> dict[str, Any]:
+    """A generation.json's flat settings completed with the ``ADDED_GENERATION_KEYS`` it lacks and the settings
+    it is compared with (``present``) have: a scored folder, which has no sampler, gains none."""
+    return {**{k: v for k, v in ADDED_GENERATION_KEYS.items() if k in present}, **settings}
 
 
 def check_generation(run_dir: str | os.PathLike, settings: dict[str, Any], resume: bool,
@@ -132,7 +132,7 @@ def check_generation(run_dir: str | os.PathLike, settings: dict[str, Any], resum
     old = read_json(_as_dir(run_dir) / GENERATION)
     if not old:
         return
-    old = with_added_keys(old)
+    old = with_added_keys(old, settings)
     if not resume:
         raise RunConfigMismatch(f"{run_dir} already holds a run and resume=false: choose another hydra.run.dir")
     diff = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k) and k not in may_differ)
