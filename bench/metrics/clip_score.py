@@ -11,16 +11,12 @@ from typing import Any
 
 import numpy as np
 
-
-def _f64(x: Any) -> np.ndarray:
-    if hasattr(x, "detach"):
-        x = x.detach().cpu().double().numpy()
-    return np.asarray(x, dtype=np.float64)
+from .arrays import as_float64
 
 
 def cosine_rows(a: Any, b: Any) -> np.ndarray:
     """Row-wise cosine similarity of two (N, D) arrays."""
-    a, b = _f64(a), _f64(b)
+    a, b = as_float64(a), as_float64(b)
     if a.shape != b.shape or a.ndim != 2:
         raise ValueError(f"CLIP score needs paired (N, D) image and text features, got {a.shape} and {b.shape}")
     a = a / np.linalg.norm(a, axis=1, keepdims=True)

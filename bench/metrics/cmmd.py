@@ -25,6 +25,7 @@ from typing import Any, Literal
 import numpy as np
 
 from . import jackknife
+from .arrays import as_float64
 
 CMMD_SIGMA = 10.0
 CMMD_SCALE = 1000.0
@@ -32,11 +33,7 @@ Estimator = Literal["biased", "unbiased"]
 
 
 def _normalise(x: Any) -> np.ndarray:
-    if hasattr(x, "detach"):
-        x = x.detach().cpu().double().numpy()
-    x = np.asarray(x, dtype=np.float64)
-    if x.ndim != 2:
-        raise ValueError(f"CMMD needs (N, D) embeddings, got shape {x.shape}")
+    x = as_float64(x, "CMMD embeddings")
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 

@@ -39,20 +39,12 @@ import torch
 from bench.rundir import atomic_write_bytes
 
 from . import jackknife
+from .arrays import as_float64
 from .bootstrap import percentile_interval, resample_count_matrix
 
 log = logging.getLogger(__name__)
 
 IMAG_TOL = 1e-3  # pytorch-fid's tolerance on the imaginary part of diag(sqrtm)
-
-
-def _as_float64(features: Any) -> np.ndarray:
-    if hasattr(features, "detach"):  # torch tensor
-        features = features.detach().cpu().double().numpy()
-    x = np.asarray(features, dtype=np.float64)
-    if x.ndim != 2:
-        raise ValueError(f"features must be 2-D (N, D), got shape {x.shape}")
-    return x
 
 
 class FrechetStats:
@@ -80,7 +72,7 @@ class FrechetStats:
                 raise ValueError(f"features must be 2-D (N, D), got shape {tuple(x.shape)}")
             n, s, outer = x.shape[0], x.sum(0).numpy(), (x.T @ x).numpy()
         else:
-            xa = _as_float64(features)
+            xa = as_float64(features, "features")
             n, s, outer = xa.shape[0], xa.sum(axis=0), xa.T @ xa
         if s.shape[0] != self.dim:
             raise ValueError(f"features have dim {s.shape[0]}, stats expect {self.dim}")
@@ -100,7 +92,7 @@ class FrechetStats:
 
     @classmethod
     def from_features(cls, features: Any) -> "FrechetStats":
-        x = _as_float64(features)
+        x = as_float64(features, "features")
         return cls(x.shape[1]).update(x)
 
     @property
@@ -215,7 +207,7 @@ class FrechetReference:
 
     def distance_features(self, features: Any) -> float:
         """FD of the feature set (n, D), n >= 2, to the reference (the Gram form when n < D)."""
-        x = _as_float64(features)
+        x = as_float64(features, "features")
         return float(self.weighted_distances(x, np.ones((1, x.shape[0])))[0])
 
     def weighted_distances(self, x: np.ndarray, counts: np.ndarray, max_bytes: int = 1 << 26) -> np.ndarray:
@@ -255,7 +247,7 @@ def fd_bootstrap(features: Any, ref: FrechetReference, n_resamples: int, seed: i
     of real shapes images at N = 30-360). ``fd_jackknife`` is the calibrated interval.
     Returns (nan, nan) when ``n_resamples`` is 0 or N < 2.
     """
-    x = _as_float64(features)
+    x = as_float64(features, "features")
     n = x.shape[0]
     if n_resamples <= 0 or n < 2:
         return float("nan"), float("nan")
@@ -278,7 +270,7 @@ def fd_jackknife(features: Any, ref: FrechetReference, groups: int = 50, seed: i
     shapes images against the reference, 100+ trials: tests/test_metrics_calibration.py) and always
     contains FD. (FD, nan, nan, nan, 0) when N < 3 or ``groups`` < 2; all nan when N < 2.
     """
-    x = _as_float64(features)
+    x = as_float64(features, "features")
     n = x.shape[0]
     if n < 2:
         return float("nan"), float("nan"), float("nan"), float("nan"), 0
@@ -305,7 +297,7 @@ def fd_inf(features: Any, ref: FrechetReference, min_n: int = 100, seed: int = 0
     Unbiased for the N -> infinity FD where FD is linear in 1/N over the sizes used, but noisier than
     FD at N (an extrapolation): compare rows of different N with it, or with ``fd_excess``.
     """
-    x = _as_float64(features)
+    x = as_float64(features, "features")
     n = x.shape[0]
     if n < max(min_n, 3):
         return float("nan")

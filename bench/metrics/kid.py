@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from . import jackknife
+from .arrays import as_float64
 
 KID_SUBSETS = 100
 KID_SUBSET_SIZE = 1000
@@ -34,12 +35,6 @@ def _cube(u: np.ndarray) -> np.ndarray:
     sq = u * u
     u *= sq
     return u
-
-
-def _f64(x: Any) -> np.ndarray:
-    if hasattr(x, "detach"):
-        x = x.detach().cpu().double().numpy()
-    return np.asarray(x, dtype=np.float64)
 
 
 def kid(gen: Any, ref: Any, subsets: int = KID_SUBSETS, subset_size: int = KID_SUBSET_SIZE,
@@ -58,7 +53,7 @@ class KIDReference:
     once per (n, m, subsets, seed) and reused: a K-weight sweep does the reference work once, not K times."""
 
     def __init__(self, ref: Any) -> None:
-        self.y = _f64(ref)
+        self.y = as_float64(ref)
         self._memo: dict[tuple[int, int, int, int], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
 
     def _draws(self, n: int, m: int, subsets: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -76,7 +71,7 @@ class KIDReference:
 
     def kid(self, gen: Any, subsets: int = KID_SUBSETS, subset_size: int = KID_SUBSET_SIZE,
             seed: int = 0) -> tuple[float, float, int]:
-        x, y = _f64(gen), self.y
+        x, y = as_float64(gen), self.y
         if x.ndim != 2 or y.ndim != 2 or x.shape[1] != y.shape[1]:
             raise ValueError(f"KID needs (N, D) features of one dim, got {x.shape} and {y.shape}")
         m = min(subset_size, x.shape[0], y.shape[0])
@@ -98,7 +93,7 @@ class KIDReference:
     def standard_error(self, gen: Any) -> float:
         """``kid_se``: leave-one-out jackknife standard error of the complete unbiased MMD^2 of ``gen`` (N, D)
         against the whole reference, over the generated images (the reference fixed); nan when N < 3."""
-        x, y = _f64(gen), self.y
+        x, y = as_float64(gen), self.y
         n, d = x.shape
         if n < 3 or y.shape[0] < 1:
             return float("nan")

@@ -20,16 +20,9 @@ from typing import Any
 
 import numpy as np
 
+from .arrays import as_float64
+
 PRDC_K = 3
-
-
-def _f64(x: Any) -> np.ndarray:
-    if hasattr(x, "detach"):
-        x = x.detach().cpu().double().numpy()
-    x = np.asarray(x, dtype=np.float64)
-    if x.ndim != 2:
-        raise ValueError(f"PRDC needs (N, D) features, got shape {x.shape}")
-    return x
 
 
 def distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -40,7 +33,7 @@ def distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def knn_radii(x: Any, k: int = PRDC_K, block: int = 1024) -> np.ndarray:
     """NND_k of each row of ``x`` within ``x`` (itself excluded), in row blocks; needs len(x) > k."""
-    x = _f64(x)
+    x = as_float64(x, "PRDC features")
     n = x.shape[0]
     if n <= k:
         raise ValueError(f"k-NN radii with k={k} need more than {k} points, have {n}")
@@ -56,7 +49,7 @@ class PRDCReference:
     """Real features and their k-NN radii (``radii`` given, e.g. cached, skips the N x N distances)."""
 
     def __init__(self, real: Any, k: int = PRDC_K, radii: np.ndarray | None = None) -> None:
-        self.x, self.k = _f64(real), int(k)
+        self.x, self.k = as_float64(real, "PRDC features"), int(k)
         self.radii = knn_radii(self.x, self.k) if radii is None else np.asarray(radii, dtype=np.float64)
         if self.radii.shape != (self.x.shape[0],):
             raise ValueError(f"{self.radii.shape[0]} radii for {self.x.shape[0]} reference features")
@@ -64,7 +57,7 @@ class PRDCReference:
     def compute(self, fake: Any, block: int = 1024) -> dict[str, float]:
         """precision, recall, density, coverage of ``fake`` (M, D) (blocks of reference rows); every value
         nan when M <= k."""
-        y = _f64(fake)
+        y = as_float64(fake, "PRDC features")
         if y.shape[0] <= self.k:
             return dict.fromkeys(("precision", "recall", "density", "coverage"), float("nan"))
         fake_radii = knn_radii(y, self.k)
