@@ -6,7 +6,7 @@ Imagen trains in continuous time with a cosine schedule (paper appendix A, B).
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 
@@ -47,7 +47,7 @@ def time_grid(steps: int, grid: Grid = "time") -> torch.Tensor:
     """
     if grid == "time":
         return torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64)
-    if grid != "logsnr":
+    if grid not in get_args(Grid):
         raise ValueError(f"unknown time grid {grid!r}: expected time or logsnr")
     ends = lambda_(torch.tensor([1.0, LOGSNR_T_MIN], dtype=torch.float64))
     t = t_of_lambda(torch.linspace(float(ends[0]), float(ends[1]), steps, dtype=torch.float64))

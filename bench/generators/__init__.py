@@ -5,7 +5,9 @@
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, get_args
+
+from imagen.schedule import Grid
 
 from .base import Generator, Job, NonFiniteSampleError, as_uint8_images, folder_digest
 from .cascade import CascadeGenerator, SamplerSettings
@@ -24,7 +26,7 @@ def model_kind(model: dict[str, Any]) -> str:
 def sampler_settings(cfg: dict[str, Any]) -> SamplerSettings:
     g, s = cfg["guidance"], cfg["sampler"]
     grid = str(s.get("grid", "time"))
-    if grid not in ("time", "logsnr"):  # refused before generation.json is written
+    if grid not in get_args(Grid):  # refused before generation.json is written
         raise ValueError(f"sampler.grid={grid!r}: expected time or logsnr")
     return SamplerSettings(steps=int(s["steps"]), kind=s["kind"], grid=grid, thresholding=g["thresholding"],
                            percentile=float(g["percentile"]), sr_steps=s.get("sr_steps"),
