@@ -64,18 +64,26 @@ def test_figure_config_composes_into_run_configs_within_budget(name):
 
 
 def test_text_encoder_control_arm_takes_a_second_checkpoint():
-    spec = _figure("text_encoder")
+    spec = _figure("text_encoder", ["figure.control.base_checkpoint=null"])
     arms = plan(spec)
-    assert [compose_run_config(o)["model"]["text_encoder"]["kind"] for _, o in arms] == ["minilm", "random"]
+    cfgs = [compose_run_config(o) for _, o in arms]
+    assert [c["model"]["text_encoder"]["kind"] for c in cfgs] == ["minilm", "random", "minilm"]
+    assert [c["guidance"]["sr_weight"] for c in cfgs] == [1.0, 1.0, 0.0]
     assert "sensitivity" in arms[1][0].note and "trained" in spec.note  # stated honestly
-    spec = _figure("text_encoder", ["figure.control.base_checkpoint=checkpoints/base_random/ema.safetensors"])
+    spec = _figure("text_encoder")  # the shipped control base makes the retrained arms by default
     arms = plan(spec)
-    assert len(arms) == 3
+    assert len(arms) == 5 and (REPO / "checkpoints/base_random/ema.safetensors").is_file()
+    # the text-free SR pair differs only in the base stage's checkpoint and encoder
+    a, b = (compose_run_config(arms[i][1]) for i in (3, 4))
+    assert a["guidance"]["sr_weight"] == b["guidance"]["sr_weight"] == 0.0
+    assert a["model"]["stages"][1] == b["model"]["stages"][1]
+    assert (a["model"]["text_encoder"]["kind"], b["model"]["text_encoder"]["kind"]) == ("minilm", "random")
+    assert b["model"]["stages"][0]["checkpoint"] == "checkpoints/base_random/ema.safetensors"
     cfg = compose_run_config(arms[2][1])
     assert cfg["model"]["text_encoder"]["kind"] == "random"
     assert cfg["model"]["stages"][0]["checkpoint"] == "checkpoints/base_random/ema.safetensors"
     assert cfg["model"]["stages"][1]["checkpoint"] == "checkpoints/sr/ema.safetensors"  # not given: shipped
-    assert num_images(spec) * SEC_PER_IMAGE <= BUDGET_S - 5 * 60
+    assert image_steps(spec) * SEC_PER_IMAGE / REF_STEPS <= BUDGET_S - 5 * 60
     spec = _figure("text_encoder", ["figure.control.model=imagen_tiny"])
     assert compose_run_config(plan(spec)[2][1])["model"]["name"] == "imagen_tiny"
 
@@ -179,5 +187,5 @@ def test_cli_dry_run_prints_plan_and_estimate(tmp_path):
     cmd = [sys.executable, "-m", "bench.figures", "figure=text_encoder", "dry_run=true", f"out_dir={tmp_path / 'o'}"]
     out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert "2 variant(s), 384 images; estimate about 5 min" in out.stdout
+    assert "5 variant(s), 960 images; estimate about" in out.stdout
     assert "model.text_encoder.kind=random" in out.stdout
