@@ -38,6 +38,13 @@ def t_of_lambda(lam: torch.Tensor) -> torch.Tensor:
     return ((torch.acos(alpha) * (1 + _S) * 2 / math.pi - _S) / _T_MAX).clamp(0.0, 1.0)
 
 
+def check_grid(grid: str) -> Grid:
+    """``grid`` if it names a time grid (``Grid``), else ValueError naming the choices."""
+    if grid not in get_args(Grid):
+        raise ValueError(f"unknown time grid {grid!r}: expected one of {', '.join(get_args(Grid))}")
+    return grid
+
+
 def time_grid(steps: int, grid: Grid = "time") -> torch.Tensor:
     """Sampling times 1 = t_0 > t_1 > ... > t_steps = 0 (float64; the model is evaluated at t_0 .. t_{steps-1}).
 
@@ -45,10 +52,8 @@ def time_grid(steps: int, grid: Grid = "time") -> torch.Tensor:
     step to t = 0 (the DPM-Solver authors' "logSNR" steps, Lu et al. 2022, recommended for low resolution;
     which grid wins depends on the guidance weight: ``imagen.dpm_solver``).
     """
-    if grid == "time":
+    if check_grid(grid) == "time":
         return torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64)
-    if grid not in get_args(Grid):
-        raise ValueError(f"unknown time grid {grid!r}: expected time or logsnr")
     ends = lambda_(torch.tensor([1.0, LOGSNR_T_MIN], dtype=torch.float64))
     t = t_of_lambda(torch.linspace(float(ends[0]), float(ends[1]), steps, dtype=torch.float64))
     t[0] = 1.0  # exact, not 1 - rounding

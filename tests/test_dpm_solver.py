@@ -134,7 +134,7 @@ def test_time_grids():
     steps = lambda_(t[:-1]).diff()
     torch.testing.assert_close(steps, torch.full_like(steps, float(steps.mean())), rtol=1e-9, atol=0)
     torch.testing.assert_close(time_grid(1, "logsnr"), torch.tensor([1.0, 0.0], dtype=torch.float64))
-    with pytest.raises(ValueError, match="time grid"):
+    with pytest.raises(ValueError, match="unknown time grid 'karras': expected one of time, logsnr"):
         time_grid(4, "karras")
 
 
@@ -211,6 +211,8 @@ def test_cascade_samples_dpmpp_2m_from_config(tiny_cascade):
     cfg = resolved("config", ["sampler=dpmpp_2m", "model=imagen_tiny"])
     s = sampler_settings(cfg)
     assert s.kind == "dpmpp_2m" and cfg["sampler"]["micro_batch"] >= 1
+    with pytest.raises(ValueError, match="sampler.grid: unknown time grid 'karras'"):  # before any generation
+        sampler_settings({**cfg, "sampler": {**cfg["sampler"], "grid": "karras"}})
     tokens, mask = tiny_cascade.text_encoder.encode(["a red circle", "a blue square"])
     w = torch.tensor([1.0, 3.0])
     a = tiny_cascade.sample(tokens, mask, w, [3, 4], steps=3, sr_steps=2, kind=s.kind, aug_level=s.aug_level)

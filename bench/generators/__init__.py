@@ -5,9 +5,9 @@
 """
 from __future__ import annotations
 
-from typing import Any, get_args
+from typing import Any
 
-from imagen.schedule import Grid
+from imagen.schedule import check_grid
 
 from .base import Generator, Job, NonFiniteSampleError, as_uint8_images, folder_digest
 from .cascade import CascadeGenerator, SamplerSettings
@@ -25,9 +25,10 @@ def model_kind(model: dict[str, Any]) -> str:
 
 def sampler_settings(cfg: dict[str, Any]) -> SamplerSettings:
     g, s = cfg["guidance"], cfg["sampler"]
-    grid = str(s.get("grid", "time"))
-    if grid not in get_args(Grid):  # refused before generation.json is written
-        raise ValueError(f"sampler.grid={grid!r}: expected time or logsnr")
+    try:  # refused before generation.json is written
+        grid = check_grid(str(s.get("grid", "time")))
+    except ValueError as e:
+        raise ValueError(f"sampler.grid: {e}") from None
     return SamplerSettings(steps=int(s["steps"]), kind=s["kind"], grid=grid, thresholding=g["thresholding"],
                            percentile=float(g["percentile"]), sr_steps=s.get("sr_steps"),
                            sr_weight=g.get("sr_weight"), aug_level=float(s.get("aug_level", 0.0)))
