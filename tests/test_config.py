@@ -64,9 +64,16 @@ def test_unknown_keys_fail_with_hydras_error():
 
 
 def test_training_recipes_compose():
+    from bench.train import Recipe
+
     for recipe in ("base", "sr"):
         cfg = _compose([f"recipe={recipe}"], name="train")
         assert cfg.recipe.stage == recipe and cfg.recipe.text_drop == 0.1
+    for path in sorted((REPO / "conf" / "recipe").glob("*.yaml")):   # every recipe is a valid Recipe
+        r = Recipe(**OmegaConf.to_container(_compose([f"recipe={path.stem}"], name="train").recipe, resolve=True))
+        assert r.stage in ("base", "sr") and r.arch, path.name
+        if r.init_from:
+            assert (REPO / r.init_from).exists(), path.name
 
 
 def test_cli_run_end_to_end_with_random_tiny_model(tmp_path):

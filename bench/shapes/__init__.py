@@ -1,6 +1,6 @@
 """The synthetic shapes domain: scenes, captions, renderer and exact scorer."""
-from .scene import COLORS, SHAPES, RELATIONS, Scene, ShapeObject, sample_scene, scene_caption
+from .scene import COLORS, SHAPES, RELATIONS, Scene, ShapeObject, binding_swap, sample_scene, scene_caption, swapped_scene
 from .render import render, render_batch
 
 __all__ = ["COLORS", "SHAPES", "RELATIONS", "Scene", "ShapeObject", "sample_scene", "scene_caption",
-           "render", "render_batch"]
+           "render", "render_batch", "binding_swap", "swapped_scene"]

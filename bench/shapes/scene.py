@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import random
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Literal
 
 COLORS: dict[str, tuple[int, int, int]] = {
@@ -22,6 +22,7 @@ COLORS: dict[str, tuple[int, int, int]] = {
 BACKGROUND: tuple[int, int, int] = (240, 240, 240)
 SHAPES = ("circle", "square", "triangle")
 RELATIONS = ("left of", "right of", "above", "below")
+OPPOSITE = {"left of": "right of", "right of": "left of", "above": "below", "below": "above"}
 COUNT_WORDS = {1: "one", 2: "two", 3: "three", 4: "four"}
 PLURAL = {"circle": "circles", "square": "squares", "triangle": "triangles"}
 
@@ -159,3 +160,32 @@ def sample_scene(rng: random.Random, category: str | None = None, mix: dict[str,
     else:
         raise ValueError(f"unknown shapes category {category!r}")
     return Scene(scene.category, scene.objects, scene.relation, scene.count, scene_caption(scene))
+
+
+def binding_swap(scene: Scene, flip_relation: bool = True) -> str | None:
+    """The caption of ``swapped_scene``: the same words bound differently, or None."""
+    swapped = swapped_scene(scene, flip_relation)
+    return None if swapped is None else swapped.caption
+
+
+def swapped_scene(scene: Scene, flip_relation: bool = True) -> Scene | None:
+    """The scene whose caption has the same words bound differently, or None where none exists.
+
+    Positional: the relation reversed (``flip_relation``; the objects exchange places, so the scene
+    is true to its caption) or the two colours (else shapes) exchanged;
+    two-object Colors: the colours exchanged, when the shapes differ ("a red circle and a blue circle"
+    swapped describes the same images). One-object and Counting scenes bind nothing and give None.
+    """
+    if len(scene.objects) != 2 or scene.category == "Counting":
+        return None
+    a, b = scene.objects
+    if scene.category == "Positional" and flip_relation:
+        objects, relation = (replace(a, cx=b.cx, cy=b.cy), replace(b, cx=a.cx, cy=a.cy)), OPPOSITE[scene.relation]
+    elif a.color != b.color and (a.shape != b.shape or scene.category == "Positional"):
+        objects, relation = (replace(a, color=b.color), replace(b, color=a.color)), scene.relation
+    elif scene.category == "Positional":
+        objects, relation = (replace(a, shape=b.shape), replace(b, shape=a.shape)), scene.relation
+    else:
+        return None
+    swapped = Scene(scene.category, objects, relation)
+    return replace(swapped, caption=scene_caption(swapped))

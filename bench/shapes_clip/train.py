@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from bench.shapes import COLORS, SHAPES, Scene, render_batch, sample_scene, scene_caption
+from bench.shapes.scene import OPPOSITE
 from bench.training import Loop, Trainer, setup, warmup_lr
 from imagen.text_encoder import TextEncoder, TextEncoderConfig
 
@@ -39,7 +40,6 @@ from .model import ShapesClip, ShapesClipConfig, resize_images, save_shapes_clip
 
 log = logging.getLogger("bench.shapes_clip.train")
 TRAIN_STREAM = "shapes-clip-train"
-OPPOSITE = {"left of": "right of", "right of": "left of", "above": "below", "below": "above"}
 
 
 @dataclass

@@ -1,0 +1,95 @@
+"""The binding gap: zero for a model that ignores the caption, positive for one that binds."""
+import torch
+from torch import nn
+
+from bench.binding_gap import binding_gap, probe_scenes, summarise
+from bench.shapes import binding_swap, render_batch, swapped_scene
+from bench.shapes.detect import score
+from imagen.schedule import alpha_sigma
+
+
+def test_probe_scenes_alternate_categories_and_all_have_a_swap():
+    scenes = probe_scenes(12, seed=0)
+    assert [s.category for s in scenes[:4]] == ["Colors", "Positional", "Colors", "Positional"]
+    assert all(binding_swap(s) not in (None, s.caption) for s in scenes)
+    assert probe_scenes(12, seed=0) == scenes and probe_scenes(12, seed=1) != scenes
+
+
+def test_a_swapped_scene_is_true_to_its_caption_and_false_to_the_original():
+    for s in probe_scenes(16, seed=3):
+        for flip in (True, False):
+            w = swapped_scene(s, flip)
+            image = render_batch([w], 64)[0]
+            assert score(image, w)["correct"], w.caption
+            assert not score(image, s)["correct"], (s.caption, w.caption)
+
+
+class CaptionIds:
+    """A stand-in encoder: token 0 holds the caption's index in a fixed list."""
+
+    def __init__(self, captions):
+        self.index = {c: i for i, c in enumerate(captions)}
+
+    def encode(self, texts):
+        ids = torch.tensor([float(self.index[t]) for t in texts])
+        return ids[:, None, None].expand(-1, 1, 4).clone(), torch.ones(len(texts), 1, dtype=torch.long)
+
+
+class Oracle(nn.Module):
+    """Knows each caption's image x0 and predicts v = (alpha x_t - x0) / sigma exactly for it."""
+
+    def __init__(self, images):
+        super().__init__()
+        self.images = images
+        self.cfg = type("cfg", (), {"image_size": images.shape[-1]})
+
+    def forward(self, x_t, t, tokens, mask):
+        x0 = self.images[tokens[:, 0, 0].long()]
+        alpha, sigma = (a[:, None, None, None] for a in alpha_sigma(t))
+        return (alpha * x_t - x0) / sigma
+
+
+def test_gap_is_zero_without_text_and_positive_for_a_model_that_binds():
+    scenes = probe_scenes(8, seed=0)
+    swaps = [swapped_scene(s, flip_relation=i % 4 < 2) for i, s in enumerate(scenes)]
+    everything = scenes + swaps
+    images = torch.from_numpy(render_batch(everything, 16)).permute(0, 3, 1, 2).float() / 127.5 - 1
+    enc = CaptionIds([s.caption for s in everything])
+    oracle = binding_gap(Oracle(images), enc, scenes, seed=0)
+    assert len(oracle) == 8 * 4 and (oracle["loss"] < 1e-8).all() and (oracle["gap"] > 0).all()
+
+    blind = Oracle(images)
+    blind.forward = lambda x_t, t, tokens, mask: torch.zeros_like(x_t)   # ignores the caption
+    table = summarise(binding_gap(blind, enc, scenes, seed=0))
+    assert (table["gap"] == 0).all() and (table["p_positive"] == 0).all()
+    assert set(table["category"]) == {"Colors", "Positional"} and (table["n"] == 4).all()
+
+
+def test_a_run_in_progress_and_its_ema_load_and_are_measured(tmp_path):
+    from bench.binding_gap import load_base, run
+    from bench.train import Recipe, train
+
+    torch.set_num_threads(1)
+    arch = dict(image_size=16, channels=[8, 16], num_res_blocks=1, attn_resolutions=[8], text_dim=384, heads=2)
+    enc = {"kind": "minilm", "max_length": 16}
+    train(Recipe(stage="base", arch=arch, image_size=16, steps=2, batch_size=2, warmup=1), tmp_path,
+          ckpt_every=2, text_encoder_cfg=enc)
+    live, trained_with = load_base(tmp_path / "train_state.safetensors")
+    ema, _ = load_base(tmp_path / "ema.safetensors")
+    assert trained_with == "minilm:all-MiniLM-L6-v2:L16" and live.cfg.image_size == ema.cfg.image_size == 16
+    table = run(str(tmp_path / "ema.safetensors"), enc, n=4, seed=0)
+    assert len(table) == 2 * 4 and table["gap_lo"].le(table["gap"]).all() and table["gap"].le(table["gap_hi"]).all()
+    import pytest
+
+    with pytest.raises(ValueError, match="text_encoder.kind=random"):
+        run(str(tmp_path / "ema.safetensors"), {"kind": "random", "max_length": 16}, n=2)
+
+
+def test_command_line_refuses_bad_input_in_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    for args, message in ((["checkpoint=" + str(tmp_path / "none.safetensors")], "checkpoint not found"),
+                          ([], "missing checkpoint")):
+        p = subprocess.run([sys.executable, "-m", "bench.binding_gap", *args], capture_output=True, text=True)
+        assert p.returncode == 2 and message in p.stderr and "Traceback" not in p.stderr
