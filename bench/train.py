@@ -111,8 +111,30 @@ def focus_times(t: torch.Tensor, recipe: Recipe, g: torch.Generator) -> torch.Te
 
 def _warm_start(model: torch.nn.Module, path: str) -> None:
     src, _ = load_stage(path)
+    if getattr(model.cfg, "self_attention", False) and not src.cfg.self_attention:
+        grow_self_attention(src, model)
+        log.info("initialised from %s, self-attention added (zero output: the same function at step 0)", path)
+        return
     model.load_state_dict(src.state_dict(), strict=True)
     log.info("initialised from %s", path)
+
+
+def grow_self_attention(src: torch.nn.Module, dst: torch.nn.Module) -> None:
+    """Copy a base without self-attention into the same base with it. Each block is [ResBlock,
+    (self-attention), cross-attention]: the ResBlock and the cross-attention are copied, the new
+    self-attention keeps its zero-initialised output projection, so ``dst`` computes what ``src`` did."""
+    if dst.cfg.channels != src.cfg.channels or dst.cfg.attn_resolutions != src.cfg.attn_resolutions:
+        raise ValueError("init_from: self-attention can be added only to the same channels and attention resolutions")
+    for name in ("down", "mid", "up"):
+        for a, b in zip(getattr(src, name), getattr(dst, name)):
+            if isinstance(a, torch.nn.ModuleList):
+                b[0].load_state_dict(a[0].state_dict())
+                b[-1].load_state_dict(a[-1].state_dict())
+            else:
+                b.load_state_dict(a.state_dict())
+    for name in ("time", "text", "stem", "out_norm", "out"):
+        getattr(dst, name).load_state_dict(getattr(src, name).state_dict())
+    dst.null_token.data.copy_(src.null_token.data)
 
 
 def build_models(recipe: Recipe, seed: int, dev: torch.device) -> tuple[torch.nn.Module, torch.nn.Module]:

@@ -167,3 +167,25 @@ def test_binding_contrast_adds_a_hinge_on_swapped_captions(tmp_path):
     assert torch.isclose(b - a, torch.tensor(0.5), atol=1e-6)
     b.backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+
+
+def test_a_base_grows_self_attention_and_computes_the_same_function(tmp_path):
+    from bench.train import build_models
+    from imagen.checkpoint import build_stage, save_stage
+
+    torch.manual_seed(0)
+    src = build_stage("base", TINY)
+    for p in src.parameters():
+        torch.nn.init.normal_(p, std=0.05)
+    save_stage(src, tmp_path / "ema.safetensors", "base", prediction="v", image_size=16, lowres_size=0)
+    grown = Recipe(stage="base", arch={**TINY, "self_attention": True}, image_size=16,
+                   init_from=str(tmp_path / "ema.safetensors"))
+    model, ema = build_models(grown, 0, torch.device("cpu"))
+    src, _ = load_stage(tmp_path / "ema.safetensors")   # the weights as stored (fp16)
+    assert sum(p.numel() for p in model.parameters()) > sum(p.numel() for p in src.parameters())
+    x, t = torch.randn(2, 3, 16, 16), torch.tensor([0.3, 0.8])
+    tokens, mask = torch.randn(2, 5, 384), torch.ones(2, 5, dtype=torch.long)
+    with torch.no_grad():
+        want = src(x, t, tokens, mask)
+        assert torch.allclose(model(x.contiguous(memory_format=torch.channels_last), t, tokens, mask), want, atol=1e-5)
+        assert torch.allclose(ema(x, t, tokens, mask), want, atol=1e-5)
