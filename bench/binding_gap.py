@@ -47,7 +47,11 @@ def load_base(path: str | Path) -> tuple[torch.nn.Module, str | None]:
             raise ValueError(f"{path}: a {meta.get('kind')!r} stage; the binding gap is measured on a base stage")
         return model.eval(), meta.get("text_encoder")
     info = json.loads((path.parent / "recipe.json").read_text())
-    model = build_stage("base", info["recipe"]["arch"])
+    recipe = info.get("recipe", {})
+    if recipe.get("stage") != "base" or "arch" not in recipe:
+        raise ValueError(f"{path.parent / 'recipe.json'}: not a base-stage training run (recipe.stage "
+                         f"{recipe.get('stage')!r}); the binding gap is measured on a base stage")
+    model = build_stage("base", recipe["arch"])
     model.load_state_dict({k[6:]: v for k, v in load_file(str(path)).items() if k.startswith("model.")})
     return model.eval(), info.get("text_encoder")
 
@@ -93,6 +97,7 @@ def summarise(per_scene: pd.DataFrame) -> pd.DataFrame:
 
 
 def run(checkpoint: str, text_encoder: dict, n: int = 128, seed: int = 0) -> pd.DataFrame:
+    """The summary table for a checkpoint, refusing an encoder other than the one it was trained with."""
     model, trained_with = load_base(checkpoint)
     enc = TextEncoder(TextEncoderConfig(**text_encoder))
     if trained_with and trained_with != enc.id:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +66,10 @@ class Recipe:
     # warm start: a stage file (ema.safetensors) whose weights initialise model and EMA
     init_from: str | None = None
 
+    def __post_init__(self) -> None:
+        if self.binding_contrast > 0 and self.stage != "base":
+            raise ValueError("recipe.binding_contrast is for the base stage (an SR stage binds no words)")
+
 
 def batch_scenes(seed: int, step: int, batch: int, mix: dict | None = None, single_object: float = 0.6) -> list:
     """The scenes of one step (keyed by seed and step)."""
@@ -110,6 +114,8 @@ def focus_times(t: torch.Tensor, recipe: Recipe, g: torch.Generator) -> torch.Te
 
 
 def _warm_start(model: torch.nn.Module, path: str) -> None:
+    """``model`` initialised from the stage file ``path`` (the same architecture, or the same base
+    without self-attention: ``grow_self_attention``)."""
     src, _ = load_stage(path)
     if getattr(model.cfg, "self_attention", False) and not src.cfg.self_attention:
         grow_self_attention(src, model)
@@ -123,8 +129,9 @@ def grow_self_attention(src: torch.nn.Module, dst: torch.nn.Module) -> None:
     """Copy a base without self-attention into the same base with it. Each block is [ResBlock,
     (self-attention), cross-attention]: the ResBlock and the cross-attention are copied, the new
     self-attention keeps its zero-initialised output projection, so ``dst`` computes what ``src`` did."""
-    if dst.cfg.channels != src.cfg.channels or dst.cfg.attn_resolutions != src.cfg.attn_resolutions:
-        raise ValueError("init_from: self-attention can be added only to the same channels and attention resolutions")
+    if replace(dst.cfg, self_attention=False) != replace(src.cfg, self_attention=False):
+        raise ValueError(f"init_from: self-attention can be added only to the same architecture otherwise; "
+                         f"the checkpoint has {src.cfg}, the recipe {dst.cfg}")
     for name in ("down", "mid", "up"):
         for a, b in zip(getattr(src, name), getattr(dst, name)):
             if isinstance(a, torch.nn.ModuleList):
@@ -185,8 +192,8 @@ def binding_hinge(model: torch.nn.Module, enc: TextEncoder, recipe: Recipe, scen
     the text was not dropped, t >= binding_t_min. Positional rows alternate (by row and step) between a
     reversed relation and exchanged attributes."""
     negatives = [binding_swap(s, flip_relation=(i + step) % 2 == 0) for i, s in enumerate(scenes)]
-    rows = [i for i, n in enumerate(negatives)
-            if n is not None and not bool(drop[i]) and float(t[i]) >= recipe.binding_t_min]
+    late = (t.detach().cpu() >= recipe.binding_t_min) & ~drop.cpu()   # one transfer, not one per row
+    rows = [i for i, n in enumerate(negatives) if n is not None and bool(late[i])]
     if not rows:
         return per_example.sum() * 0.0
     tokens, mask = enc.encode([negatives[i] for i in rows])

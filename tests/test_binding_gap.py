@@ -1,5 +1,7 @@
 """The binding gap: zero for a model that ignores the caption, positive for one that binds."""
+import pytest
 import torch
+from safetensors.torch import load_file
 from torch import nn
 
 from bench.binding_gap import binding_gap, probe_scenes, summarise
@@ -65,6 +67,15 @@ def test_gap_is_zero_without_text_and_positive_for_a_model_that_binds():
     assert set(table["category"]) == {"Colors", "Positional"} and (table["n"] == 4).all()
 
 
+def test_an_sr_training_run_is_refused(tmp_path):
+    from bench.binding_gap import load_base
+
+    (tmp_path / "recipe.json").write_text('{"recipe": {"stage": "sr", "arch": {}}}')
+    (tmp_path / "train_state.safetensors").write_bytes(b"")
+    with pytest.raises(ValueError, match="not a base-stage training run"):
+        load_base(tmp_path / "train_state.safetensors")
+
+
 def test_a_run_in_progress_and_its_ema_load_and_are_measured(tmp_path):
     from bench.binding_gap import load_base, run
     from bench.train import Recipe, train
@@ -77,10 +88,10 @@ def test_a_run_in_progress_and_its_ema_load_and_are_measured(tmp_path):
     live, trained_with = load_base(tmp_path / "train_state.safetensors")
     ema, _ = load_base(tmp_path / "ema.safetensors")
     assert trained_with == "minilm:all-MiniLM-L6-v2:L16" and live.cfg.image_size == ema.cfg.image_size == 16
+    state = load_file(str(tmp_path / "train_state.safetensors"))
+    assert all(torch.equal(v, state[f"model.{k}"]) for k, v in live.state_dict().items())
     table = run(str(tmp_path / "ema.safetensors"), enc, n=4, seed=0)
-    assert len(table) == 2 * 4 and table["gap_lo"].le(table["gap"]).all() and table["gap"].le(table["gap_hi"]).all()
-    import pytest
-
+    assert len(table) == 2 * 4 and (table["n"] == 2).all() and set(table["category"]) == {"Colors", "Positional"}
     with pytest.raises(ValueError, match="text_encoder.kind=random"):
         run(str(tmp_path / "ema.safetensors"), {"kind": "random", "max_length": 16}, n=2)
 
