@@ -29,7 +29,9 @@ import torch
 from safetensors.torch import load_file
 
 from bench.cli import missing_arguments
-from bench.shapes import binding_swap, render_batch, sample_scene
+from bench.shapes import binding_swap, sample_scene
+from bench.train import scene_images
+from bench.training import model_weights
 from imagen.checkpoint import CheckpointError, build_stage, load_stage
 from imagen.schedule import q_sample, training_target
 from imagen.text_encoder import TextEncoder, TextEncoderConfig
@@ -52,7 +54,7 @@ def load_base(path: str | Path) -> tuple[torch.nn.Module, str | None]:
         raise ValueError(f"{path.parent / 'recipe.json'}: not a base-stage training run (recipe.stage "
                          f"{recipe.get('stage')!r}); the binding gap is measured on a base stage")
     model = build_stage("base", recipe["arch"])
-    model.load_state_dict({k[6:]: v for k, v in load_file(str(path)).items() if k.startswith("model.")})
+    model.load_state_dict(model_weights(load_file(str(path))))
     return model.eval(), info.get("text_encoder")
 
 
@@ -70,8 +72,7 @@ def probe_scenes(n: int, seed: int) -> list:
 def binding_gap(model: torch.nn.Module, enc: TextEncoder, scenes: list, seed: int = 0,
                 bins=T_BINS) -> pd.DataFrame:
     """One row per scene and t bin: category, t, loss (true caption), gap (swapped minus true)."""
-    size = model.cfg.image_size
-    x0 = torch.from_numpy(render_batch(scenes, size)).permute(0, 3, 1, 2).float() / 127.5 - 1
+    x0 = scene_images(scenes, model.cfg.image_size)
     true_tok = enc.encode([s.caption for s in scenes])
     swap_tok = enc.encode([binding_swap(s, flip_relation=i % 4 < 2) for i, s in enumerate(scenes)])
     g, rows = torch.Generator().manual_seed(seed), []

@@ -77,15 +77,16 @@ def batch_scenes(seed: int, step: int, batch: int, mix: dict | None = None, sing
     return [sample_scene(rng, mix=mix, single_object=single_object) for _ in range(batch)]
 
 
+def scene_images(scenes: list, size: int) -> torch.Tensor:
+    """The scenes rendered at ``size`` px, NCHW float in [-1, 1]."""
+    return torch.from_numpy(render_batch(scenes, size)).permute(0, 3, 1, 2).float() / 127.5 - 1
+
+
 def shapes_batch(seed: int, step: int, batch: int, size: int, lowres: int = 0,
                  mix: dict | None = None, single_object: float = 0.6):
-    """Scenes, captions and images in [-1, 1] for one step (keyed by seed and step)."""
+    """Captions and images in [-1, 1] (and low-res images when ``lowres``) for one step (keyed by seed and step)."""
     scenes = batch_scenes(seed, step, batch, mix, single_object)
-    x0 = torch.from_numpy(render_batch(scenes, size)).permute(0, 3, 1, 2).float() / 127.5 - 1
-    lr = None
-    if lowres:
-        lr = torch.from_numpy(render_batch(scenes, lowres)).permute(0, 3, 1, 2).float() / 127.5 - 1
-    return [s.caption for s in scenes], x0, lr
+    return [s.caption for s in scenes], scene_images(scenes, size), scene_images(scenes, lowres) if lowres else None
 
 
 def loss_weight(t: torch.Tensor, recipe: Recipe) -> torch.Tensor:
@@ -158,9 +159,10 @@ def build_models(recipe: Recipe, seed: int, dev: torch.device) -> tuple[torch.nn
 def diffusion_loss(model: torch.nn.Module, enc: TextEncoder, recipe: Recipe, seed: int, step: int,
                    dev: torch.device) -> torch.Tensor:
     """The (weighted) diffusion loss of one step; data, times, noise and text drop keyed by (seed, step)."""
-    captions, x0, lowres = shapes_batch(seed, step, recipe.batch_size, recipe.image_size, recipe.lowres_size,
-                                        recipe.category_mix, recipe.single_object)
-    tokens, mask = enc.encode(captions)
+    scenes = batch_scenes(seed, step, recipe.batch_size, recipe.category_mix, recipe.single_object)
+    x0 = scene_images(scenes, recipe.image_size)
+    lowres = scene_images(scenes, recipe.lowres_size) if recipe.lowres_size else None
+    tokens, mask = enc.encode([s.caption for s in scenes])
     g = torch.Generator().manual_seed(seed * 1_000_003 + step)
     b = x0.shape[0]
     t = torch.rand(b, generator=g)
@@ -178,7 +180,6 @@ def diffusion_loss(model: torch.nn.Module, enc: TextEncoder, recipe: Recipe, see
     per_example = (pred - target).pow(2).mean(dim=(1, 2, 3))
     loss = (per_example * loss_weight(t, recipe).to(dev)).mean()
     if recipe.binding_contrast > 0:
-        scenes = batch_scenes(seed, step, b, recipe.category_mix, recipe.single_object)
         loss = loss + recipe.binding_contrast * binding_hinge(model, enc, recipe, scenes, step, x_t, t, target,
                                                               per_example, drop, dev)
     return loss
