@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from bench.shapes import binding_swap, render_batch, sample_scene
+from bench.shapes import binding_swap, render_batch, sample_scene, swapped_scene
 from bench.training import Loop, Trainer, setup, warmup_lr
 from imagen.checkpoint import build_stage, load_stage, save_stage
 from imagen.schedule import alpha_sigma, q_sample, training_target
@@ -53,8 +53,8 @@ class Recipe:
     loss_weighting: str = "none"
     min_snr_gamma: float = 5.0
     # time focus: this share of each batch draws t from U[lo, hi] instead of U[0, 1] (null: none).
-    # On the cosine schedule the colour and place of 6-10 px objects at 32 px are decided at high
-    # noise (t >~ 0.6, where alpha_t / sigma_t < ~1.4), so [0.5, 1] spends the steps where binding is set.
+    # On the cosine schedule a 32 px scene's binding lowers the loss only at t >~ 0.85: below, x_t itself
+    # shows which colour sits where (bench.binding_gap's twin gain), so [0.85, 1] spends the steps there.
     time_focus: list[float] | None = None
     time_focus_share: float = 0.5
     # binding contrast: weight of a hinge that asks the caption's loss to beat, by binding_margin, the
@@ -63,12 +63,23 @@ class Recipe:
     binding_contrast: float = 0.0
     binding_margin: float = 0.005
     binding_t_min: float = 0.6
+    # pooled drop: this share of rows trains without the pooled text vector in the time embedding, so
+    # their caption arrives through cross-attention alone, the only path that can bind a word to a
+    # place (0: off). Sampling keeps the pooled vector (paper 2.4).
+    pooled_drop: float = 0.0
+    # binding twins: the second half of each batch repeats the first half's binding scenes with the
+    # same words bound otherwise (bench.shapes.swapped_scene: colours exchanged, or the relation
+    # reversed and the objects' places exchanged), at the same t, noise and text drop. A bag of words
+    # sees one caption's words with two images on the same x_t noise; only binding tells them apart.
+    binding_twins: bool = False
     # warm start: a stage file (ema.safetensors) whose weights initialise model and EMA
     init_from: str | None = None
 
     def __post_init__(self) -> None:
         if self.binding_contrast > 0 and self.stage != "base":
             raise ValueError("recipe.binding_contrast is for the base stage (an SR stage binds no words)")
+        if (self.pooled_drop > 0 or self.binding_twins) and self.stage != "base":
+            raise ValueError("recipe.pooled_drop and recipe.binding_twins are for the base stage")
 
 
 def batch_scenes(seed: int, step: int, batch: int, mix: dict | None = None, single_object: float = 0.6) -> list:
@@ -87,6 +98,18 @@ def shapes_batch(seed: int, step: int, batch: int, size: int, lowres: int = 0,
     """Captions and images in [-1, 1] (and low-res images when ``lowres``) for one step (keyed by seed and step)."""
     scenes = batch_scenes(seed, step, batch, mix, single_object)
     return [s.caption for s in scenes], scene_images(scenes, size), scene_images(scenes, lowres) if lowres else None
+
+
+def with_twins(scenes: list, step: int) -> tuple[list, torch.Tensor]:
+    """``scenes`` with row half + i replaced by the swapped twin of row i (where one exists), and each
+    row's source row (its own index, or its twin's) to share t, noise and text drop with."""
+    half = len(scenes) // 2
+    scenes, source = list(scenes), torch.arange(len(scenes))
+    for i in range(half):
+        twin = swapped_scene(scenes[i], flip_relation=(i + step) % 2 == 0)
+        if twin is not None:
+            scenes[half + i], source[half + i] = twin, i
+    return scenes, source
 
 
 def loss_weight(t: torch.Tensor, recipe: Recipe) -> torch.Tensor:
@@ -118,12 +141,25 @@ def _warm_start(model: torch.nn.Module, path: str) -> None:
     """``model`` initialised from the stage file ``path`` (the same architecture, or the same base
     without self-attention: ``grow_self_attention``)."""
     src, _ = load_stage(path)
+    if getattr(model.cfg, "coords", False) and not src.cfg.coords:
+        src = add_coords(src)
+        log.info("coordinate inputs added to %s (zero weights: the same function at step 0)", path)
     if getattr(model.cfg, "self_attention", False) and not src.cfg.self_attention:
         grow_self_attention(src, model)
         log.info("initialised from %s, self-attention added (zero output: the same function at step 0)", path)
         return
     model.load_state_dict(src.state_dict(), strict=True)
     log.info("initialised from %s", path)
+
+
+def add_coords(src: torch.nn.Module) -> torch.nn.Module:
+    """The same base with coordinate inputs (``arch.coords``), their stem weights zero: the same function."""
+    dst = build_stage("base", {**src.cfg.__dict__, "coords": True})
+    state = src.state_dict()
+    w = state["stem.weight"]
+    state["stem.weight"] = torch.cat([w, w.new_zeros(w.shape[0], 2, *w.shape[2:])], dim=1)
+    dst.load_state_dict(state, strict=True)
+    return dst
 
 
 def grow_self_attention(src: torch.nn.Module, dst: torch.nn.Module) -> None:
@@ -160,6 +196,9 @@ def diffusion_loss(model: torch.nn.Module, enc: TextEncoder, recipe: Recipe, see
                    dev: torch.device) -> torch.Tensor:
     """The (weighted) diffusion loss of one step; data, times, noise and text drop keyed by (seed, step)."""
     scenes = batch_scenes(seed, step, recipe.batch_size, recipe.category_mix, recipe.single_object)
+    source = None
+    if recipe.binding_twins:
+        scenes, source = with_twins(scenes, step)
     x0 = scene_images(scenes, recipe.image_size)
     lowres = scene_images(scenes, recipe.lowres_size) if recipe.lowres_size else None
     tokens, mask = enc.encode([s.caption for s in scenes])
@@ -174,6 +213,12 @@ def diffusion_loss(model: torch.nn.Module, enc: TextEncoder, recipe: Recipe, see
         lowres_aug = q_sample(lowres, aug, torch.randn(lowres.shape, generator=g))
         extra = {"lowres": lowres_aug.to(dev, memory_format=CL), "aug_level": aug.to(dev)}
     t = focus_times(t, recipe, g)
+    if recipe.pooled_drop > 0:   # drawn only when set, so other recipes keep their random stream
+        extra["drop_pooled"] = (torch.rand(b, generator=g) < recipe.pooled_drop).to(dev)
+    if source is not None:       # a twin shares its source row's t, noise and drops
+        t, eps, drop = t[source], eps[source], drop[source]
+        if "drop_pooled" in extra:
+            extra["drop_pooled"] = extra["drop_pooled"][source.to(dev)]
     x0, eps, t = x0.to(dev, memory_format=CL), eps.to(dev, memory_format=CL), t.to(dev)
     x_t, target = q_sample(x0, t, eps), training_target(x0, eps, t, recipe.prediction)
     pred = model(x_t, t, tokens.to(dev), mask.to(dev), drop_text=drop.to(dev), **extra)

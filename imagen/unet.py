@@ -4,6 +4,11 @@ Text enters in two ways, as in the paper: cross-attention from image positions t
 (layer-normed) text tokens at the low resolutions, and a pooled text vector added to the
 timestep embedding. Classifier-free guidance needs an unconditional model too: rows whose
 ``drop_text`` flag is set see a learned null token instead of the caption.
+
+``coords`` (not in the paper) adds two input channels holding each pixel's x and y in [-1, 1]
+(CoordConv, Liu et al. 2018): a convolutional U-Net knows where it is only from its zero padding, yet
+"a red circle to the left of a blue square" asks the near-noise input at t ~ 1 for a place-dependent
+output. With their stem weights at zero a base with coords computes what the same base without does.
 """
 from __future__ import annotations
 
@@ -26,6 +31,7 @@ class UNetConfig:
     text_dim: int = 384
     heads: int = 4
     self_attention: bool = False
+    coords: bool = False
 
 
 def null_text_tokens(model: nn.Module, tokens: torch.Tensor, mask: torch.Tensor,
@@ -42,6 +48,15 @@ def null_text_tokens(model: nn.Module, tokens: torch.Tensor, mask: torch.Tensor,
     return tokens, mask
 
 
+def with_coords(x: torch.Tensor) -> torch.Tensor:
+    """``x`` (B, C, H, W) with two more channels: the pixel centres' x and y in [-1, 1]."""
+    b, _, h, w = x.shape
+    ys = torch.linspace(-1 + 1 / h, 1 - 1 / h, h, device=x.device, dtype=x.dtype)
+    xs = torch.linspace(-1 + 1 / w, 1 - 1 / w, w, device=x.device, dtype=x.dtype)
+    grid = torch.stack(torch.meshgrid(xs, ys, indexing="xy"))           # (2, H, W): x, y
+    return torch.cat([x, grid.expand(b, -1, -1, -1)], dim=1)
+
+
 class BaseUNet(nn.Module):
     """Text-conditional U-Net: eps or v prediction at ``image_size`` (64 in the paper)."""
 
@@ -53,7 +68,7 @@ class BaseUNet(nn.Module):
         self.time = TimeEmbedding(ch[0], emb_dim)
         self.text = TextConditioning(cfg.text_dim, ch[-1], emb_dim)
         self.null_token = nn.Parameter(torch.randn(1, 1, cfg.text_dim) * 0.02)
-        self.stem = nn.Conv2d(cfg.in_channels, ch[0], 3, padding=1)
+        self.stem = nn.Conv2d(cfg.in_channels + (2 if cfg.coords else 0), ch[0], 3, padding=1)
 
         self.down = nn.ModuleList()
         skip_ch = [ch[0]]
@@ -97,11 +112,15 @@ class BaseUNet(nn.Module):
         return h
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor,
-                drop_text: torch.Tensor | None = None) -> torch.Tensor:
+                drop_text: torch.Tensor | None = None, drop_pooled: torch.Tensor | None = None) -> torch.Tensor:
+        """``drop_pooled`` (training only, bench.train's ``pooled_drop``): rows whose pooled text vector is
+        left out of the time embedding, so the caption reaches them through cross-attention alone."""
         tokens, mask = null_text_tokens(self, tokens, mask, drop_text)
         ctx, pooled = self.text(tokens, mask)
+        if drop_pooled is not None:
+            pooled = pooled * (~drop_pooled.bool())[:, None].to(pooled.dtype)
         emb = self.time(t) + pooled
-        h = self.stem(x_t)
+        h = self.stem(with_coords(x_t) if self.cfg.coords else x_t)
         skips = [h]
         for block in self.down:
             h = block(h) if isinstance(block, nn.Conv2d) else self._run(block, h, emb, ctx, mask)

@@ -65,6 +65,25 @@ def test_gap_is_zero_without_text_and_positive_for_a_model_that_binds():
     table = summarise(binding_gap(blind, enc, scenes, seed=0))
     assert (table["gap"] == 0).all() and (table["p_positive"] == 0).all()
     assert set(table["category"]) == {"Colors", "Positional"} and (table["n"] == 4).all()
+    # what binding can gain (model-free) grows with the noise: x_t shows the binding less and less
+    gain = table.groupby("t_bin")["twin_gain"].mean()
+    assert gain.iloc[0] < 0.1 * gain.iloc[2:].min() and gain.iloc[0] < gain.iloc[1] < gain.iloc[2:].min()
+
+
+def test_twin_gain_is_zero_for_twins_alike_and_half_the_difference_when_x_t_is_halfway():
+    from bench.binding_gap import twin_gain
+
+    x0, x1 = torch.zeros(2, 3, 8, 8), torch.ones(2, 3, 8, 8)
+    t = torch.tensor([0.5, 0.9])
+    x_t = torch.randn(2, 3, 8, 8)
+    assert torch.equal(twin_gain(x_t, t, x0, x0), torch.zeros(2))
+    # x_t exactly between alpha x0 and alpha x1 says nothing: p = 1/2, the estimate is off by half
+    alpha, sigma = alpha_sigma(t)
+    halfway = alpha[:, None, None, None] * (x0 + x1) / 2
+    assert torch.allclose(twin_gain(halfway, t, x0, x1), sigma**2 * 0.25)
+    # at low noise x_t from x0 identifies it: no gain
+    clean = twin_gain(0.99 * x0 + 0.01 * torch.randn(2, 3, 8, 8), torch.full((2,), 0.05), x0, x1)
+    assert (clean < 1e-6).all()
 
 
 def test_an_sr_training_run_is_refused(tmp_path):
@@ -92,6 +111,10 @@ def test_a_run_in_progress_and_its_ema_load_and_are_measured(tmp_path):
     assert all(torch.equal(v, state[f"model.{k}"]) for k, v in live.state_dict().items())
     table = run(str(tmp_path / "ema.safetensors"), enc, n=4, seed=0)
     assert len(table) == 2 * 4 and (table["n"] == 2).all() and set(table["category"]) == {"Colors", "Positional"}
+    # the built-in base also says which path carries its caption; a model that has not learnt the
+    # caption loses nothing without it
+    assert {"loss_no_pooled", "loss_uncond"} <= set(table.columns)
+    assert (table["loss_no_pooled"] > 0).all() and (table["loss_uncond"] > 0).all()
     with pytest.raises(ValueError, match="text_encoder.kind=random"):
         run(str(tmp_path / "ema.safetensors"), {"kind": "random", "max_length": 16}, n=2)
 
@@ -104,3 +127,29 @@ def test_command_line_refuses_bad_input_in_one_line(tmp_path):
                           ([], "missing checkpoint")):
         p = subprocess.run([sys.executable, "-m", "bench.binding_gap", *args], capture_output=True, text=True)
         assert p.returncode == 2 and message in p.stderr and "Traceback" not in p.stderr
+
+
+def test_text_paths_separate_the_pooled_vector_from_cross_attention():
+    import zlib
+
+    from imagen.checkpoint import build_stage
+
+    class Tokens:   # a fixed random 384-d state per caption and token
+        def encode(self, texts):
+            g = [torch.Generator().manual_seed(zlib.crc32(t.encode())) for t in texts]
+            return torch.stack([torch.randn(3, 384, generator=x) for x in g]), torch.ones(len(texts), 3, dtype=torch.long)
+
+    torch.manual_seed(0)
+    model = build_stage("base", dict(image_size=16, channels=[8, 16], num_res_blocks=1, attn_resolutions=[8],
+                                     text_dim=384, heads=2)).eval()
+    for p in model.parameters():
+        torch.nn.init.normal_(p, std=0.05)
+    scenes = probe_scenes(4, seed=0)
+    table = binding_gap(model, Tokens(), scenes, seed=0, paths=True)
+    assert not torch.allclose(torch.tensor(table["loss_no_pooled"].values), torch.tensor(table["loss"].values))
+    with torch.no_grad():   # a base with no pooled vector loses nothing without it
+        model.text.pool[1].weight.zero_()
+        model.text.pool[1].bias.zero_()
+    table = binding_gap(model, Tokens(), scenes, seed=0, paths=True)
+    assert torch.allclose(torch.tensor(table["loss_no_pooled"].values), torch.tensor(table["loss"].values))
+    assert (table["loss_uncond"] != table["loss"]).all()   # the caption still enters through cross-attention

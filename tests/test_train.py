@@ -194,3 +194,101 @@ def test_a_base_grows_self_attention_and_computes_the_same_function(tmp_path):
                          init_from=str(tmp_path / "ema.safetensors"))
     with pytest.raises(ValueError, match="same architecture"):
         build_models(other_heads, 0, torch.device("cpu"))
+
+
+def test_pooled_drop_leaves_the_caption_to_cross_attention_on_its_rows():
+    from bench.train import diffusion_loss
+    from imagen.checkpoint import build_stage
+    from imagen.text_encoder import TextEncoder, TextEncoderConfig
+
+    torch.manual_seed(0)
+    model = build_stage("base", TINY)
+    for p in model.parameters():
+        torch.nn.init.normal_(p, std=0.05)
+    x, t = torch.randn(3, 3, 16, 16), torch.tensor([0.2, 0.5, 0.9])
+    tokens, mask = torch.randn(3, 5, 384), torch.ones(3, 5, dtype=torch.long)
+    rows = torch.tensor([True, False, True])
+    with torch.no_grad():
+        full = model(x, t, tokens, mask)
+        assert torch.equal(model(x, t, tokens, mask, drop_pooled=torch.zeros(3, dtype=torch.bool)), full)
+        dropped = model(x, t, tokens, mask, drop_pooled=rows)
+        assert torch.equal(dropped[1], full[1])          # a kept row is untouched
+        assert not torch.allclose(dropped[0], full[0])   # a dropped row differs ...
+        torch.nn.init.zeros_(model.text.pool[1].weight)
+        torch.nn.init.zeros_(model.text.pool[1].bias)
+        # ... and is exactly the model with no pooled vector at all
+        assert torch.allclose(dropped[[0, 2]], model(x, t, tokens, mask)[[0, 2]], atol=1e-6)
+
+    enc = TextEncoder(TextEncoderConfig(max_length=16))
+    plain = Recipe(stage="base", arch=TINY, image_size=16, batch_size=4)
+    dropping = Recipe(**{**plain.__dict__, "pooled_drop": 0.5})
+    model = build_stage("base", TINY)
+    for p in model.parameters():
+        torch.nn.init.normal_(p, std=0.05)
+    a, b = (diffusion_loss(model, enc, r, 0, 1, torch.device("cpu")) for r in (plain, dropping))
+    assert not torch.isclose(a, b)
+    with pytest.raises(ValueError, match="base stage"):
+        Recipe(**{**dropping.__dict__, "stage": "sr"})
+
+
+def test_binding_twins_pair_each_scene_with_its_swap_on_the_same_noise():
+    from bench.shapes import binding_swap
+    from bench.train import batch_scenes, diffusion_loss, with_twins
+    from imagen.text_encoder import TextEncoder, TextEncoderConfig
+
+    mix = {"Colors": 0.5, "Positional": 0.5}
+    scenes, source = with_twins(batch_scenes(0, 3, 8, mix, 0.0), 3)
+    paired = [j for j in range(4, 8) if source[j] != j]
+    assert paired and all(int(source[j]) == j - 4 for j in paired)
+    for j in paired:   # the same words bound otherwise (or the relation reversed)
+        i = j - 4
+        assert scenes[j].caption != scenes[i].caption and scenes[j].caption in (binding_swap(scenes[i], True), binding_swap(scenes[i], False))
+
+    seen = {}
+
+    class Spy(torch.nn.Module):   # records what the model is asked to denoise
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(()))
+
+        def forward(self, x_t, t, tokens, mask, drop_text=None):
+            seen.update(x_t=x_t, t=t, tokens=tokens, drop=drop_text)
+            return x_t * self.w
+
+    enc = TextEncoder(TextEncoderConfig(max_length=16))
+    recipe = Recipe(stage="base", arch=TINY, image_size=16, batch_size=8, category_mix=mix, single_object=0.0,
+                    binding_twins=True)
+    diffusion_loss(Spy(), enc, recipe, 0, 3, torch.device("cpu"))
+    for j in paired:
+        i = j - 4
+        assert seen["t"][j] == seen["t"][i] and seen["drop"][j] == seen["drop"][i]
+        assert not torch.equal(seen["x_t"][j], seen["x_t"][i]) and not torch.equal(seen["tokens"][j], seen["tokens"][i])
+        # the same noise: x_t differs only where the two images differ (the objects)
+        same = (seen["x_t"][j] == seen["x_t"][i]).float().mean()
+        assert same > 0.5
+
+
+def test_a_base_gains_coordinate_inputs_and_computes_the_same_function(tmp_path):
+    from bench.train import build_models
+    from imagen.checkpoint import build_stage, save_stage
+    from imagen.unet import with_coords
+
+    grid = with_coords(torch.zeros(1, 3, 4, 4))[0, 3:]
+    assert torch.allclose(grid[0, 0], torch.tensor([-0.75, -0.25, 0.25, 0.75]))   # x grows to the right
+    assert torch.allclose(grid[1, :, 0], torch.tensor([-0.75, -0.25, 0.25, 0.75]))  # y grows downwards
+    torch.manual_seed(0)
+    src = build_stage("base", TINY)
+    for p in src.parameters():
+        torch.nn.init.normal_(p, std=0.05)
+    save_stage(src, tmp_path / "ema.safetensors", "base", prediction="v", image_size=16, lowres_size=0)
+    src, _ = load_stage(tmp_path / "ema.safetensors")
+    x, t = torch.randn(2, 3, 16, 16), torch.tensor([0.3, 0.95])
+    tokens, mask = torch.randn(2, 5, 384), torch.ones(2, 5, dtype=torch.long)
+    for arch in ({**TINY, "coords": True}, {**TINY, "coords": True, "self_attention": True}):
+        model, _ = build_models(Recipe(stage="base", arch=arch, image_size=16,
+                                       init_from=str(tmp_path / "ema.safetensors")), 0, torch.device("cpu"))
+        assert model.stem.in_channels == 5
+        with torch.no_grad():
+            assert torch.allclose(model(x, t, tokens, mask), src(x, t, tokens, mask), atol=1e-5)
+            model.stem.weight[:, 3:].normal_()   # once trained, the output depends on where a pixel is
+            assert not torch.allclose(model(x, t, tokens, mask), src(x, t, tokens, mask), atol=1e-3)
