@@ -113,12 +113,14 @@ class BaseUNet(nn.Module):
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor,
                 drop_text: torch.Tensor | None = None, drop_pooled: torch.Tensor | None = None) -> torch.Tensor:
-        """``drop_pooled`` (training only, bench.train's ``pooled_drop``): rows whose pooled text vector is
-        left out of the time embedding, so the caption reaches them through cross-attention alone."""
+        """``drop_pooled`` (bench.train's ``pooled_drop``, bench.binding_gap's text paths): rows whose pooled
+        text vector is the empty caption's (the learned null token's), so their caption reaches the model
+        through cross-attention alone."""
         tokens, mask = null_text_tokens(self, tokens, mask, drop_text)
         ctx, pooled = self.text(tokens, mask)
         if drop_pooled is not None:
-            pooled = pooled * (~drop_pooled.bool())[:, None].to(pooled.dtype)
+            null = self.text.pool(self.null_token[:, 0].to(pooled.dtype))          # (1, emb)
+            pooled = torch.where(drop_pooled.bool()[:, None], null, pooled)
         emb = self.time(t) + pooled
         h = self.stem(with_coords(x_t) if self.cfg.coords else x_t)
         skips = [h]

@@ -80,9 +80,11 @@ def test_twin_gain_is_zero_for_twins_alike_and_half_the_difference_when_x_t_is_h
     # x_t exactly between alpha x0 and alpha x1 says nothing: p = 1/2, the estimate is off by half
     alpha, sigma = alpha_sigma(t)
     halfway = alpha[:, None, None, None] * (x0 + x1) / 2
-    assert torch.allclose(twin_gain(halfway, t, x0, x1), sigma**2 * 0.25)
+    assert torch.allclose(twin_gain(halfway, t, x0, x1), 0.25 / sigma**2)
     # at low noise x_t from x0 identifies it: no gain
-    clean = twin_gain(0.99 * x0 + 0.01 * torch.randn(2, 3, 8, 8), torch.full((2,), 0.05), x0, x1)
+    t = torch.full((2,), 0.05)
+    alpha, sigma = alpha_sigma(t)
+    clean = twin_gain(alpha[:, None, None, None] * x0 + sigma[:, None, None, None] * torch.randn(2, 3, 8, 8), t, x0, x1)
     assert (clean < 1e-6).all()
 
 
