@@ -41,7 +41,7 @@ from safetensors.torch import load_file
 
 from bench.cli import missing_arguments
 from bench.shapes import binding_swap, sample_scene, swapped_scene
-from bench.train import scene_images
+from bench.train import row_mse, scene_images
 from bench.training import model_weights
 from imagen.checkpoint import CheckpointError, build_stage, load_stage
 from imagen.schedule import alpha_sigma, q_sample, training_target
@@ -94,7 +94,7 @@ def binding_gap(model: torch.nn.Module, enc: TextEncoder, scenes: list, seed: in
         t = lo + (hi - lo) * torch.rand(len(scenes), generator=g)
         eps = torch.randn(x0.shape, generator=g)
         x_t, v = q_sample(x0, t, eps), training_target(x0, eps, t, "v")
-        loss = [(model(x_t, t, *tok) - v).pow(2).mean(dim=(1, 2, 3)) for tok in (true_tok, swap_tok)]
+        loss = [row_mse(model(x_t, t, *tok), v) for tok in (true_tok, swap_tok)]
         ideal = twin_gain(x_t, t, x0, x0_swap)
         extra = text_paths(model, x_t, t, v, true_tok) if paths else {}
         for i, (s, ti, l0, l1, gain) in enumerate(zip(scenes, t.tolist(), *loss, ideal.tolist())):
@@ -106,8 +106,8 @@ def binding_gap(model: torch.nn.Module, enc: TextEncoder, scenes: list, seed: in
 def text_paths(model: torch.nn.Module, x_t, t, v, tokens) -> dict[str, torch.Tensor]:
     """Per row: the v-loss without the pooled text vector (cross-attention alone) and without the caption."""
     every = torch.ones(len(t), dtype=torch.bool)
-    return {"loss_no_pooled": (model(x_t, t, *tokens, drop_pooled=every) - v).pow(2).mean(dim=(1, 2, 3)),
-            "loss_uncond": (model(x_t, t, *tokens, drop_text=every) - v).pow(2).mean(dim=(1, 2, 3))}
+    return {"loss_no_pooled": row_mse(model(x_t, t, *tokens, drop_pooled=every), v),
+            "loss_uncond": row_mse(model(x_t, t, *tokens, drop_text=every), v)}
 
 
 def twin_gain(x_t: torch.Tensor, t: torch.Tensor, x0: torch.Tensor, x0_swap: torch.Tensor) -> torch.Tensor:

@@ -114,6 +114,11 @@ def with_twins(scenes: list, step: int) -> tuple[list, torch.Tensor]:
     return scenes, source
 
 
+def row_mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per row (image) mean squared error, the diffusion loss before weighting."""
+    return (pred - target).pow(2).mean(dim=(1, 2, 3))
+
+
 def loss_weight(t: torch.Tensor, recipe: Recipe) -> torch.Tensor:
     """Per-example loss weight. min-SNR-gamma (Hang et al. 2023): the eps-loss weighted by
     min(SNR, gamma) / SNR; on the v target (whose loss is (SNR + 1) x the eps loss) this is
@@ -146,7 +151,7 @@ def _warm_start(model: torch.nn.Module, path: str) -> None:
     if getattr(src.cfg, "coords", False) and not getattr(model.cfg, "coords", False):
         raise ValueError(f"init_from {path}: a base with coordinate inputs; set arch.coords=true "
                          f"(shipped_model.stages.0.arch.coords=true) to continue it")
-    if getattr(model.cfg, "coords", False) and not src.cfg.coords:
+    if getattr(model.cfg, "coords", False) and not getattr(src.cfg, "coords", False):
         src = add_coords(src)
         log.info("coordinate inputs added to %s (zero weights: the same function at step 0)", path)
     if getattr(model.cfg, "self_attention", False) and not src.cfg.self_attention:
@@ -218,16 +223,17 @@ def diffusion_loss(model: torch.nn.Module, enc: TextEncoder, recipe: Recipe, see
         lowres_aug = q_sample(lowres, aug, torch.randn(lowres.shape, generator=g))
         extra = {"lowres": lowres_aug.to(dev, memory_format=CL), "aug_level": aug.to(dev)}
     t = focus_times(t, recipe, g)
-    if recipe.pooled_drop > 0:   # drawn only when set, so other recipes keep their random stream
-        extra["drop_pooled"] = (torch.rand(b, generator=g) < recipe.pooled_drop).to(dev)
+    # drawn only when set, so other recipes keep their random stream
+    drop_pooled = torch.rand(b, generator=g) < recipe.pooled_drop if recipe.pooled_drop > 0 else None
     if source is not None:       # a twin shares its source row's t, noise and drops
         t, eps, drop = t[source], eps[source], drop[source]
-        if "drop_pooled" in extra:
-            extra["drop_pooled"] = extra["drop_pooled"][source.to(dev)]
+        drop_pooled = None if drop_pooled is None else drop_pooled[source]
+    if drop_pooled is not None:
+        extra["drop_pooled"] = drop_pooled.to(dev)
     x0, eps, t = x0.to(dev, memory_format=CL), eps.to(dev, memory_format=CL), t.to(dev)
     x_t, target = q_sample(x0, t, eps), training_target(x0, eps, t, recipe.prediction)
     pred = model(x_t, t, tokens.to(dev), mask.to(dev), drop_text=drop.to(dev), **extra)
-    per_example = (pred - target).pow(2).mean(dim=(1, 2, 3))
+    per_example = row_mse(pred, target)
     loss = (per_example * loss_weight(t, recipe).to(dev)).mean()
     if recipe.binding_contrast > 0:
         loss = loss + recipe.binding_contrast * binding_hinge(model, enc, recipe, scenes, step, x_t, t, target,
@@ -250,7 +256,7 @@ def binding_hinge(model: torch.nn.Module, enc: TextEncoder, recipe: Recipe, scen
     tokens, mask = enc.encode([negatives[i] for i in rows])
     idx = torch.tensor(rows, device=dev)
     pred = model(x_t[idx], t[idx], tokens.to(dev), mask.to(dev))
-    l_neg = (pred - target[idx]).pow(2).mean(dim=(1, 2, 3))
+    l_neg = row_mse(pred, target[idx])
     return torch.relu(per_example[idx] - l_neg + recipe.binding_margin).mean()
 
 

@@ -20,6 +20,13 @@ def _recipe(steps: int, stage: str = "base") -> Recipe:
                   aug_level_max=0.5)
 
 
+def _jittered(model: torch.nn.Module) -> torch.nn.Module:
+    """``model`` with every weight drawn from N(0, 0.05^2): zero-initialised output layers no longer hide the input."""
+    for p in model.parameters():
+        torch.nn.init.normal_(p, std=0.05)
+    return model
+
+
 def _weights(d: Path) -> dict[str, torch.Tensor]:
     return load_file(str(d / "train_state.safetensors"))
 
@@ -175,9 +182,7 @@ def test_a_base_grows_self_attention_and_computes_the_same_function(tmp_path):
     from imagen.checkpoint import build_stage, save_stage
 
     torch.manual_seed(0)
-    src = build_stage("base", TINY)
-    for p in src.parameters():
-        torch.nn.init.normal_(p, std=0.05)
+    src = _jittered(build_stage("base", TINY))
     save_stage(src, tmp_path / "ema.safetensors", "base", prediction="v", image_size=16, lowres_size=0)
     grown = Recipe(stage="base", arch={**TINY, "self_attention": True}, image_size=16,
                    init_from=str(tmp_path / "ema.safetensors"))
@@ -202,9 +207,7 @@ def test_pooled_drop_leaves_the_caption_to_cross_attention_on_its_rows():
     from imagen.text_encoder import TextEncoder, TextEncoderConfig
 
     torch.manual_seed(0)
-    model = build_stage("base", TINY)
-    for p in model.parameters():
-        torch.nn.init.normal_(p, std=0.05)
+    model = _jittered(build_stage("base", TINY))
     x, t = torch.randn(3, 3, 16, 16), torch.tensor([0.2, 0.5, 0.9])
     tokens, mask = torch.randn(3, 5, 384), torch.ones(3, 5, dtype=torch.long)
     rows = torch.tensor([True, False, True])
@@ -226,9 +229,7 @@ def test_pooled_drop_leaves_the_caption_to_cross_attention_on_its_rows():
     enc = TextEncoder(TextEncoderConfig(max_length=16))
     plain = Recipe(stage="base", arch=TINY, image_size=16, batch_size=4)
     dropping = Recipe(**{**plain.__dict__, "pooled_drop": 0.5})
-    model = build_stage("base", TINY)
-    for p in model.parameters():
-        torch.nn.init.normal_(p, std=0.05)
+    model = _jittered(build_stage("base", TINY))
     a, b = (diffusion_loss(model, enc, r, 0, 1, torch.device("cpu")) for r in (plain, dropping))
     assert not torch.isclose(a, b)
     with pytest.raises(ValueError, match="base stage"):
@@ -281,9 +282,7 @@ def test_a_base_gains_coordinate_inputs_and_computes_the_same_function(tmp_path)
     assert torch.allclose(grid[0, 0], torch.tensor([-0.75, -0.25, 0.25, 0.75]))   # x grows to the right
     assert torch.allclose(grid[1, :, 0], torch.tensor([-0.75, -0.25, 0.25, 0.75]))  # y grows downwards
     torch.manual_seed(0)
-    src = build_stage("base", TINY)
-    for p in src.parameters():
-        torch.nn.init.normal_(p, std=0.05)
+    src = _jittered(build_stage("base", TINY))
     save_stage(src, tmp_path / "ema.safetensors", "base", prediction="v", image_size=16, lowres_size=0)
     src, _ = load_stage(tmp_path / "ema.safetensors")
     x, t = torch.randn(2, 3, 16, 16), torch.tensor([0.3, 0.95])
