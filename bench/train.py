@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from bench.scene_kinds import KindHead, kind_loss, kind_maps
 from bench.shapes import binding_swap, render_batch, sample_scene, swapped_scene
 from bench.training import Loop, Trainer, setup, warmup_lr
 from imagen.checkpoint import build_stage, load_stage, save_stage
@@ -74,14 +75,18 @@ class Recipe:
     # The twins replace the second half's own scenes, so the batch holds fewer one-object and Counting
     # scenes than category_mix says (base_bind: Counting about 6% of rows, not 10%).
     binding_twins: bool = False
+    # scene kinds: weight of a per-pixel cross-entropy, from the base's last features through a
+    # training-only head, on which (colour, shape) kind of x0 covers each pixel, on rows with their
+    # caption (bench.scene_kinds; 0: off). ema.safetensors keeps the U-Net alone.
+    scene_kinds: float = 0.0
     # warm start: a stage file (ema.safetensors) whose weights initialise model and EMA
     init_from: str | None = None
 
     def __post_init__(self) -> None:
         if self.binding_contrast > 0 and self.stage != "base":
             raise ValueError("recipe.binding_contrast is for the base stage (an SR stage binds no words)")
-        if (self.pooled_drop > 0 or self.binding_twins) and self.stage != "base":
-            raise ValueError("recipe.pooled_drop and recipe.binding_twins are for the base stage")
+        if (self.pooled_drop > 0 or self.binding_twins or self.scene_kinds > 0) and self.stage != "base":
+            raise ValueError("recipe.pooled_drop, binding_twins and scene_kinds are for the base stage")
 
 
 def batch_scenes(seed: int, step: int, batch: int, mix: dict | None = None, single_object: float = 0.6) -> list:
@@ -192,19 +197,64 @@ def grow_self_attention(src: torch.nn.Module, dst: torch.nn.Module) -> None:
 
 
 def build_models(recipe: Recipe, seed: int, dev: torch.device) -> tuple[torch.nn.Module, torch.nn.Module]:
-    """The stage to train and its EMA copy (same initial weights: seeded, or ``init_from``)."""
+    """The stage to train and its EMA copy (same initial weights: seeded, or ``init_from``); with
+    ``scene_kinds``, each wrapped in a ``KindHead`` (the stage is its ``unet``)."""
     torch.manual_seed(seed)   # initial weights
-    model = build_stage(recipe.stage, recipe.arch).to(dev, memory_format=CL)
-    ema = build_stage(recipe.stage, recipe.arch).to(dev, memory_format=CL).requires_grad_(False)
+    model = build_stage(recipe.stage, recipe.arch)
+    ema = build_stage(recipe.stage, recipe.arch).requires_grad_(False)
     if recipe.init_from:
         _warm_start(model, recipe.init_from)
+    if recipe.scene_kinds > 0:
+        model, ema = KindHead(model), KindHead(ema).requires_grad_(False)
+    model, ema = model.to(dev, memory_format=CL), ema.to(dev, memory_format=CL)
     ema.load_state_dict(model.state_dict())
     return model, ema
 
 
+def stage_of(model: torch.nn.Module) -> torch.nn.Module:
+    """The cascade stage inside a trained module (a ``KindHead``'s U-Net, or the module itself)."""
+    return model.unet if isinstance(model, KindHead) else model
+
+
+@dataclass
+class Draws:
+    """One step's random draws, per row: time t, noise eps, text drop and the optional ones (SR:
+    aug_level and its low-res noise; pooled_drop). Their order in the stream is fixed: see ``draw``."""
+
+    t: torch.Tensor
+    eps: torch.Tensor
+    drop: torch.Tensor
+    aug: torch.Tensor | None = None
+    aug_eps: torch.Tensor | None = None
+    drop_pooled: torch.Tensor | None = None
+
+    def gather(self, source: torch.Tensor) -> "Draws":
+        """Row i takes row ``source[i]``'s draws (a twin shares its scene's t, noise and drops)."""
+        pick = lambda v: None if v is None else v[source]  # noqa: E731
+        return Draws(*(pick(getattr(self, f)) for f in ("t", "eps", "drop", "aug", "aug_eps", "drop_pooled")))
+
+
+def draw(recipe: Recipe, seed: int, step: int, shape: tuple, lowres_shape: tuple | None) -> Draws:
+    """The draws of one step from one generator keyed by (seed, step), always in this order: t, eps, text
+    drop, (SR) aug_level and its noise, the time focus, (pooled_drop) the pooled drop. An option draws
+    only when set, so the recipes without it keep their stream."""
+    g = torch.Generator().manual_seed(seed * 1_000_003 + step)
+    b = shape[0]
+    t, eps = torch.rand(b, generator=g), torch.randn(shape, generator=g)
+    d = Draws(t, eps, torch.rand(b, generator=g) < recipe.text_drop)
+    if recipe.stage == "sr":
+        d.aug = torch.rand(b, generator=g) * recipe.aug_level_max
+        d.aug_eps = torch.randn(lowres_shape, generator=g)
+    d.t = focus_times(d.t, recipe, g)
+    if recipe.pooled_drop > 0:
+        d.drop_pooled = torch.rand(b, generator=g) < recipe.pooled_drop
+    return d
+
+
 def diffusion_loss(model: torch.nn.Module, enc: TextEncoder, recipe: Recipe, seed: int, step: int,
                    dev: torch.device) -> torch.Tensor:
-    """The (weighted) diffusion loss of one step; data, times, noise and text drop keyed by (seed, step)."""
+    """The (weighted) diffusion loss of one step, with the recipe's extra terms; data, times, noise and
+    drops keyed by (seed, step)."""
     scenes = batch_scenes(seed, step, recipe.batch_size, recipe.category_mix, recipe.single_object)
     source = None
     if recipe.binding_twins:
@@ -212,29 +262,22 @@ def diffusion_loss(model: torch.nn.Module, enc: TextEncoder, recipe: Recipe, see
     x0 = scene_images(scenes, recipe.image_size)
     lowres = scene_images(scenes, recipe.lowres_size) if recipe.lowres_size else None
     tokens, mask = enc.encode([s.caption for s in scenes])
-    g = torch.Generator().manual_seed(seed * 1_000_003 + step)
-    b = x0.shape[0]
-    t = torch.rand(b, generator=g)
-    eps = torch.randn(x0.shape, generator=g)
-    drop = torch.rand(b, generator=g) < recipe.text_drop
+    d = draw(recipe, seed, step, tuple(x0.shape), None if lowres is None else tuple(lowres.shape))
     extra: dict[str, Any] = {}
-    if recipe.stage == "sr":
-        aug = torch.rand(b, generator=g) * recipe.aug_level_max
-        lowres_aug = q_sample(lowres, aug, torch.randn(lowres.shape, generator=g))
-        extra = {"lowres": lowres_aug.to(dev, memory_format=CL), "aug_level": aug.to(dev)}
-    t = focus_times(t, recipe, g)
-    # drawn only when set, so other recipes keep their random stream
-    drop_pooled = torch.rand(b, generator=g) < recipe.pooled_drop if recipe.pooled_drop > 0 else None
-    if source is not None:       # a twin shares its source row's t, noise and drops
-        t, eps, drop = t[source], eps[source], drop[source]
-        drop_pooled = None if drop_pooled is None else drop_pooled[source]
-    if drop_pooled is not None:
-        extra["drop_pooled"] = drop_pooled.to(dev)
-    x0, eps, t = x0.to(dev, memory_format=CL), eps.to(dev, memory_format=CL), t.to(dev)
+    if d.aug is not None:
+        extra = {"lowres": q_sample(lowres, d.aug, d.aug_eps).to(dev, memory_format=CL), "aug_level": d.aug.to(dev)}
+    if source is not None:
+        d = d.gather(source)
+    if d.drop_pooled is not None:
+        extra["drop_pooled"] = d.drop_pooled.to(dev)
+    x0, eps, t, drop = x0.to(dev, memory_format=CL), d.eps.to(dev, memory_format=CL), d.t.to(dev), d.drop.to(dev)
     x_t, target = q_sample(x0, t, eps), training_target(x0, eps, t, recipe.prediction)
-    pred = model(x_t, t, tokens.to(dev), mask.to(dev), drop_text=drop.to(dev), **extra)
+    pred = model(x_t, t, tokens.to(dev), mask.to(dev), drop_text=drop, **extra)
+    pred, logits = pred if recipe.scene_kinds > 0 else (pred, None)
     per_example = row_mse(pred, target)
     loss = (per_example * loss_weight(t, recipe).to(dev)).mean()
+    if logits is not None:
+        loss = loss + recipe.scene_kinds * kind_loss(logits, kind_maps(scenes, recipe.image_size).to(dev), ~drop)
     if recipe.binding_contrast > 0:
         loss = loss + recipe.binding_contrast * binding_hinge(model, enc, recipe, scenes, step, x_t, t, target,
                                                               per_example, drop, dev)
@@ -255,7 +298,7 @@ def binding_hinge(model: torch.nn.Module, enc: TextEncoder, recipe: Recipe, scen
         return per_example.sum() * 0.0
     tokens, mask = enc.encode([negatives[i] for i in rows])
     idx = torch.tensor(rows, device=dev)
-    pred = model(x_t[idx], t[idx], tokens.to(dev), mask.to(dev))
+    pred = stage_of(model)(x_t[idx], t[idx], tokens.to(dev), mask.to(dev))
     l_neg = row_mse(pred, target[idx])
     return torch.relu(per_example[idx] - l_neg + recipe.binding_margin).mean()
 
@@ -269,12 +312,12 @@ def train(recipe: Recipe, out_dir: str | Path, seed: int = 0, device: str = "aut
     enc = TextEncoder(TextEncoderConfig(**(text_encoder_cfg or {})))
     model, ema = build_models(recipe, seed, dev)
     opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=0.0)
-    n_params = sum(p.numel() for p in model.parameters())
+    n_params = sum(p.numel() for p in stage_of(model).parameters())
     meta = {"recipe": recipe.__dict__, "seed": seed, "text_encoder": enc.id, "params": n_params}
     (out / "recipe.json").write_text(json.dumps(meta, indent=2, default=str))
 
     def save_ema(step: int, seconds: float, final: bool) -> None:
-        save_stage(ema, out / "ema.safetensors", recipe.stage, prediction=recipe.prediction,
+        save_stage(stage_of(ema), out / "ema.safetensors", recipe.stage, prediction=recipe.prediction,
                    image_size=recipe.image_size, lowres_size=recipe.lowres_size, text_encoder=enc.id,
                    train_steps=step, seed=seed, params=n_params, recipe=recipe.__dict__)
 

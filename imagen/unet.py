@@ -116,6 +116,12 @@ class BaseUNet(nn.Module):
         """``drop_pooled`` (bench.train's ``pooled_drop``, bench.binding_gap's text paths): rows whose pooled
         text vector is the empty caption's (the learned null token's), so their caption reaches the model
         through cross-attention alone."""
+        return self.out(self.features(x_t, t, tokens, mask, drop_text, drop_pooled))
+
+    def features(self, x_t: torch.Tensor, t: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor,
+                 drop_text: torch.Tensor | None = None, drop_pooled: torch.Tensor | None = None) -> torch.Tensor:
+        """The last full-resolution features, normed and activated, that the output convolution reads
+        (``forward``'s arguments; bench.train's scene-kind head reads them too)."""
         tokens, mask = null_text_tokens(self, tokens, mask, drop_text)
         ctx, pooled = self.text(tokens, mask)
         if drop_pooled is not None:
@@ -134,4 +140,4 @@ class BaseUNet(nn.Module):
                 h = block(h)
             else:
                 h = self._run(block, torch.cat([h, skips.pop()], dim=1), emb, ctx, mask)
-        return self.out(F.silu(self.out_norm(h)))
+        return F.silu(self.out_norm(h))

@@ -295,3 +295,67 @@ def test_a_base_gains_coordinate_inputs_and_computes_the_same_function(tmp_path)
             assert torch.allclose(model(x, t, tokens, mask), src(x, t, tokens, mask), atol=1e-5)
             model.stem.weight[:, 3:].normal_()   # once trained, the output depends on where a pixel is
             assert not torch.allclose(model(x, t, tokens, mask), src(x, t, tokens, mask), atol=1e-3)
+
+
+def test_render_kinds_labels_each_pixel_with_the_object_drawn_there():
+    import random
+
+    import numpy as np
+
+    from bench.shapes import COLORS, KINDS, render, render_kinds, sample_scene
+    from bench.shapes.scene import BACKGROUND
+
+    rng = random.Random(5)
+    for category in ("Colors", "Counting", "Positional"):
+        scene = sample_scene(rng, category=category, single_object=0.0)
+        labels, image = render_kinds(scene, 32), np.asarray(render(scene, 32)).astype(int)
+        want = {1 + KINDS.index((o.color, o.shape)) for o in scene.objects}
+        assert set(np.unique(labels)) == want | {0}
+        for k in np.unique(labels):
+            colour = BACKGROUND if k == 0 else COLORS[KINDS[k - 1][0]]
+            # a pixel takes the label covering most of it, so it is nearer that colour than any other
+            assert np.abs(image[labels == k] - colour).max() <= 128
+            assert np.median(np.abs(image[labels == k] - colour).max(-1)) == 0
+
+
+def test_scene_kinds_train_a_head_beside_the_stage_and_save_the_stage_alone(tmp_path):
+    import math
+
+    from bench.scene_kinds import KindHead, kind_loss
+    from bench.train import build_models, diffusion_loss
+    from imagen.text_encoder import TextEncoder, TextEncoderConfig
+
+    torch.set_num_threads(1)
+    recipe = Recipe(stage="base", arch=TINY, image_size=16, steps=2, batch_size=4, warmup=2, scene_kinds=0.5)
+    model, ema = build_models(recipe, 0, torch.device("cpu"))
+    assert isinstance(model, KindHead) and isinstance(ema, KindHead)
+    x, t = torch.randn(2, 3, 16, 16), torch.tensor([0.3, 0.95])
+    tokens, mask = torch.randn(2, 5, 384), torch.ones(2, 5, dtype=torch.long)
+    _jittered(model.unet)
+    with torch.no_grad():
+        pred, logits = model(x, t, tokens, mask)
+        assert torch.equal(pred, model.unet(x, t, tokens, mask)) and logits.shape == (2, 19, 16, 16)
+    kinds = torch.randint(0, 19, (2, 16, 16))
+    uniform = torch.zeros(2, 19, 16, 16)
+    assert math.isclose(float(kind_loss(uniform, kinds, torch.tensor([True, True]))), math.log(19), rel_tol=1e-6)
+    exact = torch.nn.functional.one_hot(kinds, 19).permute(0, 3, 1, 2).float() * 50
+    assert float(kind_loss(exact, kinds, torch.tensor([True, True]))) < 1e-6
+    assert float(kind_loss(uniform, kinds, torch.tensor([False, False]))) == 0.0   # no captioned row
+
+    enc = TextEncoder(TextEncoderConfig(max_length=16))
+    plain = Recipe(**{**recipe.__dict__, "scene_kinds": 0.0})
+    model.head.weight.data.zero_(), model.head.bias.data.zero_()
+    plain_model, _ = build_models(plain, 0, torch.device("cpu"))
+    plain_model.load_state_dict(model.unet.state_dict())
+    a = diffusion_loss(plain_model, enc, plain, 0, 1, torch.device("cpu"))
+    b = diffusion_loss(model, enc, recipe, 0, 1, torch.device("cpu"))
+    # a zero head predicts every kind alike: ln 19 on each captioned row, weighted by scene_kinds
+    assert math.isclose(float((b - a).detach()), 0.5 * math.log(19), rel_tol=1e-5)
+
+    train(recipe, tmp_path / "run", text_encoder_cfg={"kind": "minilm", "max_length": 16})
+    state = _weights(tmp_path / "run")
+    assert any(k.startswith("model.head.") for k in state) and any(k.startswith("ema.unet.") for k in state)
+    stage, meta = load_stage(tmp_path / "run" / "ema.safetensors")   # the U-Net alone, loadable for sampling
+    assert meta["recipe"]["scene_kinds"] == 0.5 and not hasattr(stage, "head")
+    with pytest.raises(ValueError, match="base stage"):
+        Recipe(**{**recipe.__dict__, "stage": "sr"})

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .scene import BACKGROUND, COLORS, Scene
+from .scene import BACKGROUND, COLORS, SHAPES, Scene, ShapeObject
 
 SUPERSAMPLE = 4
 # Bump when the rendered pixels change for the same scene (drawing, supersampling, downsampling,
@@ -17,24 +17,45 @@ def _triangle(cx: float, cy: float, half: float) -> list[tuple[float, float]]:
     return [(cx, cy - half), (cx - half, cy + half), (cx + half, cy + half)]
 
 
+# The kinds of object, (colour, shape); ``render_kinds`` labels a pixel 1 + its kind's index, 0 background.
+KINDS: tuple[tuple[str, str], ...] = tuple((c, s) for c in COLORS for s in SHAPES)
+
+
+def _draw(draw: ImageDraw.ImageDraw, o: ShapeObject, big: int, fill) -> None:
+    cx, cy, half = o.cx * big, o.cy * big, o.size * big / 2
+    box = [cx - half, cy - half, cx + half, cy + half]
+    if o.shape == "circle":
+        draw.ellipse(box, fill=fill)
+    elif o.shape == "square":
+        draw.rectangle(box, fill=fill)
+    elif o.shape == "triangle":
+        draw.polygon(_triangle(cx, cy, half), fill=fill)
+    else:
+        raise ValueError(f"unknown shape {o.shape!r}")
+
+
 def render(scene: Scene, size: int) -> Image.Image:
     """An RGB PIL image of ``scene`` at ``size`` x ``size`` pixels."""
     big = size * SUPERSAMPLE
     img = Image.new("RGB", (big, big), BACKGROUND)
     draw = ImageDraw.Draw(img)
     for o in scene.objects:
-        cx, cy, half = o.cx * big, o.cy * big, o.size * big / 2
-        box = [cx - half, cy - half, cx + half, cy + half]
-        fill = COLORS[o.color]
-        if o.shape == "circle":
-            draw.ellipse(box, fill=fill)
-        elif o.shape == "square":
-            draw.rectangle(box, fill=fill)
-        elif o.shape == "triangle":
-            draw.polygon(_triangle(cx, cy, half), fill=fill)
-        else:
-            raise ValueError(f"unknown shape {o.shape!r}")
+        _draw(draw, o, big, COLORS[o.color])
     return img.resize((size, size), Image.Resampling.BOX)
+
+
+def render_kinds(scene: Scene, size: int) -> np.ndarray:
+    """uint8 (size, size): per pixel, 1 + the ``KINDS`` index of the object covering most of it, 0 background
+    (the same geometry as ``render``; objects never overlap)."""
+    big = size * SUPERSAMPLE
+    img = Image.new("L", (big, big), 0)
+    draw = ImageDraw.Draw(img)
+    for o in scene.objects:
+        _draw(draw, o, big, 1 + KINDS.index((o.color, o.shape)))
+    blocks = np.asarray(img).reshape(size, SUPERSAMPLE, size, SUPERSAMPLE).transpose(0, 2, 1, 3)
+    blocks = blocks.reshape(size, size, SUPERSAMPLE**2)
+    votes = np.stack([(blocks == k).sum(-1) for k in range(len(KINDS) + 1)])
+    return votes.argmax(0).astype(np.uint8)
 
 
 def render_batch(scenes: list[Scene], size: int) -> np.ndarray:
