@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .scene import BACKGROUND, COLORS, SHAPES, Scene, ShapeObject
+from .scene import BACKGROUND, COLORS, KINDS, Scene, ShapeObject
 
 SUPERSAMPLE = 4
 # Bump when the rendered pixels change for the same scene (drawing, supersampling, downsampling,
@@ -15,10 +15,6 @@ RENDER_VERSION = 1
 
 def _triangle(cx: float, cy: float, half: float) -> list[tuple[float, float]]:
     return [(cx, cy - half), (cx - half, cy + half), (cx + half, cy + half)]
-
-
-# The kinds of object, (colour, shape); ``render_kinds`` labels a pixel 1 + its kind's index, 0 background.
-KINDS: tuple[tuple[str, str], ...] = tuple((c, s) for c in COLORS for s in SHAPES)
 
 
 def _draw(draw: ImageDraw.ImageDraw, o: ShapeObject, big: int, fill) -> None:

@@ -21,6 +21,8 @@ COLORS: dict[str, tuple[int, int, int]] = {
 }
 BACKGROUND: tuple[int, int, int] = (240, 240, 240)
 SHAPES = ("circle", "square", "triangle")
+# The kinds of object, (colour, shape); ``render_kinds`` labels a pixel 1 + its kind's index, 0 background.
+KINDS: tuple[tuple[str, str], ...] = tuple((c, s) for c in COLORS for s in SHAPES)
 RELATIONS = ("left of", "right of", "above", "below")
 OPPOSITE = {"left of": "right of", "right of": "left of", "above": "below", "below": "above"}
 COUNT_WORDS = {1: "one", 2: "two", 3: "three", 4: "four"}
