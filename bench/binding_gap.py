@@ -24,7 +24,10 @@ Per category and t bin: the mean gap, its 95% interval (normal, over scenes), th
 with gap > 0 and the twin gain; and, for the built-in base, which path carries the caption: the loss with it through cross-attention
 alone (``loss_no_pooled``: the empty caption's pooled text vector in the time embedding) and with
 none (``loss_uncond``). A base whose ``loss_no_pooled`` is near ``loss_uncond`` reads its caption from
-the pooled vector, a bag of words by construction. About a minute on 2 CPU cores, against minutes
+the pooled vector, a bag of words by construction. For a scene-kind run (``recipe.scene_kinds``, its
+``train_state.safetensors``) also ``head_binding``: on the same x_t with the true caption, the share of
+object pixels its kind head gives to their own kind of the scene's two (``bench.scene_kinds.head_binding``;
+0.5 for a bag of words, 1 for a head that binds). About a minute on 2 CPU cores, against minutes
 of sampling and scoring: a cheap check while training (``train_state.safetensors`` of a run in
 progress works too).
 """
@@ -40,6 +43,7 @@ import torch
 from safetensors.torch import load_file
 
 from bench.cli import missing_arguments
+from bench.scene_kinds import KindHead, head_binding, kind_maps
 from bench.shapes import binding_swap, sample_scene, swapped_scene
 from bench.train import row_mse, scene_images
 from bench.training import model_weights
@@ -51,9 +55,10 @@ from imagen.unet import BaseUNet
 T_BINS = ((0.6, 0.8), (0.8, 0.9), (0.9, 0.95), (0.95, 1.0))
 
 
-def load_base(path: str | Path) -> tuple[torch.nn.Module, str | None]:
+def load_base(path: str | Path, ema: bool = False) -> tuple[torch.nn.Module, str | None]:
     """A base stage from ``ema.safetensors`` or from a run's ``train_state.safetensors`` (its model
-    weights; the architecture from ``recipe.json`` beside it); also the text encoder it was trained with."""
+    weights, or with ``ema`` its EMA weights; the architecture from ``recipe.json`` beside it); also the
+    text encoder it was trained with. A scene-kind run (``recipe.scene_kinds``) gives its ``KindHead``."""
     path = Path(path)
     if path.name != "train_state.safetensors":
         model, meta = load_stage(path)
@@ -66,7 +71,10 @@ def load_base(path: str | Path) -> tuple[torch.nn.Module, str | None]:
         raise ValueError(f"{path.parent / 'recipe.json'}: not a base-stage training run (recipe.stage "
                          f"{recipe.get('stage')!r}); the binding gap is measured on a base stage")
     model = build_stage("base", recipe["arch"])
-    model.load_state_dict(model_weights(load_file(str(path))))
+    model = KindHead(model) if recipe.get("scene_kinds", 0) > 0 else model
+    tensors = load_file(str(path))
+    model.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")} if ema
+                          else model_weights(tensors))
     return model.eval(), info.get("text_encoder")
 
 
@@ -85,7 +93,9 @@ def binding_gap(model: torch.nn.Module, enc: TextEncoder, scenes: list, seed: in
                 bins=T_BINS, paths: bool = False) -> pd.DataFrame:
     """One row per scene and t bin: category, t, loss (true caption), gap (swapped minus true), twin gain;
     with ``paths`` (a BaseUNet) also the loss with the caption through cross-attention alone
-    (``loss_no_pooled``) and with no caption (``loss_uncond``): which path carries the text."""
+    (``loss_no_pooled``) and with no caption (``loss_uncond``): which path carries the text; for a
+    ``KindHead`` (a scene-kind run) also its ``head_binding`` on x_t with the true caption."""
+    model, head = (model.unet, model) if isinstance(model, KindHead) else (model, None)
     swaps = [swapped_scene(s, flip_relation=i % 4 < 2) for i, s in enumerate(scenes)]
     x0, x0_swap = scene_images(scenes, model.cfg.image_size), scene_images(swaps, model.cfg.image_size)
     true_tok, swap_tok = enc.encode([s.caption for s in scenes]), enc.encode([w.caption for w in swaps])
@@ -97,6 +107,8 @@ def binding_gap(model: torch.nn.Module, enc: TextEncoder, scenes: list, seed: in
         loss = [row_mse(model(x_t, t, *tok), v) for tok in (true_tok, swap_tok)]
         ideal = twin_gain(x_t, t, x0, x0_swap)
         extra = text_paths(model, x_t, t, v, true_tok) if paths else {}
+        if head is not None:
+            extra["head_binding"] = head_binding(head(x_t, t, *true_tok)[1], kind_maps(scenes, x0.shape[-1]))
         for i, (s, ti, l0, l1, gain) in enumerate(zip(scenes, t.tolist(), *loss, ideal.tolist())):
             rows.append({"category": s.category, "t_bin": f"{lo:.2f}-{hi:.2f}", "t": ti, "loss": float(l0),
                          "gap": float(l1 - l0), "twin_gain": gain, **{k: float(c[i]) for k, c in extra.items()}})
@@ -122,7 +134,7 @@ def twin_gain(x_t: torch.Tensor, t: torch.Tensor, x0: torch.Tensor, x0_swap: tor
 def summarise(per_scene: pd.DataFrame) -> pd.DataFrame:
     """Per category and t bin: n, mean loss, mean gap with a 95% normal interval, share of gap > 0."""
     g = per_scene.groupby(["category", "t_bin"])
-    more = {c: (c, "mean") for c in ("loss_no_pooled", "loss_uncond") if c in per_scene}
+    more = {c: (c, "mean") for c in ("loss_no_pooled", "loss_uncond", "head_binding") if c in per_scene}
     out = g.agg(n=("gap", "size"), loss=("loss", "mean"), **more, gap=("gap", "mean"), sd=("gap", "std"),
                 p_positive=("gap", lambda x: float((x > 0).mean())), twin_gain=("twin_gain", "mean"))
     half = 1.96 * out["sd"] / out["n"].pow(0.5)
@@ -130,14 +142,15 @@ def summarise(per_scene: pd.DataFrame) -> pd.DataFrame:
     return out.drop(columns="sd").reset_index()
 
 
-def run(checkpoint: str, text_encoder: dict, n: int = 128, seed: int = 0) -> pd.DataFrame:
+def run(checkpoint: str, text_encoder: dict, n: int = 128, seed: int = 0, ema: bool = False) -> pd.DataFrame:
     """The summary table for a checkpoint, refusing an encoder other than the one it was trained with."""
-    model, trained_with = load_base(checkpoint)
+    model, trained_with = load_base(checkpoint, ema)
     enc = TextEncoder(TextEncoderConfig(**text_encoder))
     if trained_with and trained_with != enc.id:
         raise ValueError(f"{checkpoint} was trained with text encoder {trained_with}, this probe would use "
                          f"{enc.id}: set text_encoder (e.g. text_encoder.kind=random for the control base)")
-    return summarise(binding_gap(model, enc, probe_scenes(n, seed), seed, paths=isinstance(model, BaseUNet)))
+    unet = model.unet if isinstance(model, KindHead) else model
+    return summarise(binding_gap(model, enc, probe_scenes(n, seed), seed, paths=isinstance(unet, BaseUNet)))
 
 
 def main() -> None:
@@ -146,7 +159,7 @@ def main() -> None:
 
     if not any(a.startswith("-") for a in sys.argv[1:]) and missing_arguments(sys.argv[1:], ("checkpoint",)):
         print("bench.binding_gap: missing checkpoint; usage: python -m bench.binding_gap checkpoint=FILE "
-              "[text_encoder.kind=random n=128 seed=0 out=FILE.csv]", file=sys.stderr)
+              "[text_encoder.kind=random n=128 seed=0 ema=false out=FILE.csv]", file=sys.stderr)
         sys.exit(2)
 
     @hydra.main(version_base="1.3", config_path="../conf", config_name="binding_gap")
@@ -154,7 +167,8 @@ def main() -> None:
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         try:
-            table = run(cfg.checkpoint, OmegaConf.to_container(cfg.text_encoder, resolve=True), cfg.n, cfg.seed)
+            table = run(cfg.checkpoint, OmegaConf.to_container(cfg.text_encoder, resolve=True), cfg.n, cfg.seed,
+                        cfg.ema)
         except (CheckpointError, ValueError, OSError) as e:
             print(f"bench.binding_gap: {e}", file=sys.stderr)
             sys.exit(2)

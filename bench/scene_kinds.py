@@ -46,3 +46,16 @@ def kind_loss(logits: torch.Tensor, kinds: torch.Tensor, keep: torch.Tensor) -> 
     if not bool(keep.any()):
         return logits.sum() * 0.0
     return F.cross_entropy(logits[keep].float(), kinds[keep])
+
+
+def head_binding(logits: torch.Tensor, kinds: torch.Tensor) -> torch.Tensor:
+    """Per row: the share of object pixels the head gives to their own kind when it may only choose among
+    the kinds the scene has (its logits restricted to those), so 0.5 for a bag of words on a two-kind
+    scene and 1 for a head that binds; NaN for a row with fewer than two kinds (nothing to bind)."""
+    out = torch.full((len(kinds),), float("nan"))
+    for i, (lg, k) in enumerate(zip(logits, kinds)):
+        present, obj = k[k > 0].unique(), k > 0
+        if len(present) >= 2:
+            choice = present[lg[present].argmax(0)]
+            out[i] = (choice[obj] == k[obj]).float().mean()
+    return out

@@ -155,3 +155,46 @@ def test_text_paths_separate_the_pooled_vector_from_cross_attention():
     table = binding_gap(model, Tokens(), scenes, seed=0, paths=True)
     assert torch.allclose(torch.tensor(table["loss_no_pooled"].values), torch.tensor(table["loss"].values))
     assert (table["loss_uncond"] != table["loss"]).all()   # the caption still enters through cross-attention
+
+
+def test_head_binding_is_one_for_a_head_that_binds_and_zero_for_one_that_swaps():
+    import math
+
+    from bench.scene_kinds import head_binding
+
+    kinds = torch.zeros(3, 8, 8, dtype=torch.long)
+    kinds[:, 1:4, 1:4], kinds[:, 5:7, 5:7] = 3, 11      # two objects of kinds 3 and 11
+    kinds[2, 5:7, 5:7] = 3                               # one kind only: nothing to bind
+    exact = torch.nn.functional.one_hot(kinds, 19).permute(0, 3, 1, 2).float()
+    swapped = exact.clone()
+    swapped[:, [3, 11]] = exact[:, [11, 3]]
+    swapped[:, 5] = 2.0                                  # a kind absent from the scene is never chosen
+    assert head_binding(exact, kinds)[:2].tolist() == [1.0, 1.0]
+    assert head_binding(swapped, kinds)[:2].tolist() == [0.0, 0.0]
+    assert math.isnan(float(head_binding(exact, kinds)[2]))
+    half = exact.clone()
+    half[0, 3, 1:4, 1:4] = 0.0
+    half[0, 11, 1:4, 1:4] = 1.0                          # the first object (9 of 13 pixels) given to the other
+    assert math.isclose(float(head_binding(half, kinds)[0]), 4 / 13, rel_tol=1e-6)
+
+
+def test_a_scene_kind_run_is_measured_with_its_head_live_or_ema(tmp_path):
+    from bench.binding_gap import load_base, run
+    from bench.scene_kinds import KindHead
+    from bench.train import Recipe, train
+
+    torch.set_num_threads(1)
+    arch = dict(image_size=16, channels=[8, 16], num_res_blocks=1, attn_resolutions=[8], text_dim=384, heads=2)
+    enc = {"kind": "minilm", "max_length": 16}
+    train(Recipe(stage="base", arch=arch, image_size=16, steps=2, batch_size=2, warmup=1, scene_kinds=0.5),
+          tmp_path, ckpt_every=2, text_encoder_cfg=enc)
+    state = load_file(str(tmp_path / "train_state.safetensors"))
+    for ema, prefix in ((False, "model."), (True, "ema.")):
+        head, _ = load_base(tmp_path / "train_state.safetensors", ema=ema)
+        assert isinstance(head, KindHead)
+        assert all(torch.equal(v, state[prefix + k]) for k, v in head.state_dict().items())
+    table = run(str(tmp_path / "train_state.safetensors"), enc, n=4, seed=0, ema=True)
+    assert {"head_binding", "loss_no_pooled"} <= set(table.columns) and len(table) == 2 * 4
+    assert table["head_binding"].between(0, 1).all()
+    # the stage alone (ema.safetensors) has no head to measure
+    assert "head_binding" not in run(str(tmp_path / "ema.safetensors"), enc, n=4, seed=0).columns
