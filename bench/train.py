@@ -79,6 +79,8 @@ class Recipe:
     # training-only head, on which (colour, shape) kind of x0 covers each pixel, on rows with their
     # caption (bench.scene_kinds; 0: off). ema.safetensors keeps the U-Net alone.
     scene_kinds: float = 0.0
+    # ... with each object pixel weighted 1 + scene_kinds_objects (0: every pixel alike)
+    scene_kinds_objects: float = 0.0
     # warm start: a stage file (ema.safetensors) whose weights initialise model and EMA
     init_from: str | None = None
 
@@ -277,7 +279,8 @@ def diffusion_loss(model: torch.nn.Module, enc: TextEncoder, recipe: Recipe, see
     per_example = row_mse(pred, target)
     loss = (per_example * loss_weight(t, recipe).to(dev)).mean()
     if logits is not None:
-        loss = loss + recipe.scene_kinds * kind_loss(logits, kind_maps(scenes, recipe.image_size).to(dev), ~drop)
+        kinds = kind_maps(scenes, recipe.image_size).to(dev)
+        loss = loss + recipe.scene_kinds * kind_loss(logits, kinds, ~drop, recipe.scene_kinds_objects)
     if recipe.binding_contrast > 0:
         loss = loss + recipe.binding_contrast * binding_hinge(model, enc, recipe, scenes, step, x_t, t, target,
                                                               per_example, drop, dev)

@@ -341,6 +341,14 @@ def test_scene_kinds_train_a_head_beside_the_stage_and_save_the_stage_alone(tmp_
     exact = torch.nn.functional.one_hot(kinds, 19).permute(0, 3, 1, 2).float() * 50
     assert float(kind_loss(exact, kinds, torch.tensor([True, True]))) < 1e-6
     assert float(kind_loss(uniform, kinds, torch.tensor([False, False]))) == 0.0   # no captioned row
+    # object pixels weighted 1 + objects: uniform logits cost ln 19 times the mean weight
+    both, weight = torch.tensor([True, True]), 1 + 4.0 * (kinds > 0).float().mean()
+    assert math.isclose(float(kind_loss(uniform, kinds, both, 4.0)), math.log(19) * float(weight), rel_tol=1e-6)
+    assert float(kind_loss(exact, kinds, both, 4.0)) < 1e-6
+    wrong_bg = exact.clone()
+    wrong_bg[0][:, kinds[0] == 0] = 0.0          # row 0 uniform on its background: object weights add nothing
+    assert math.isclose(float(kind_loss(wrong_bg, kinds, both, 4.0)),
+                        float(kind_loss(wrong_bg, kinds, both, 0.0)), rel_tol=1e-5)
 
     enc = TextEncoder(TextEncoderConfig(max_length=16))
     plain = Recipe(**{**recipe.__dict__, "scene_kinds": 0.0})
