@@ -27,7 +27,7 @@ none (``loss_uncond``). A base whose ``loss_no_pooled`` is near ``loss_uncond`` 
 the pooled vector, a bag of words by construction. For a scene-kind run (``recipe.scene_kinds``, its
 ``train_state.safetensors``) also ``head_binding``: on the same x_t with the true caption, the share of
 object pixels its kind head gives to their own kind of the scene's two (``bench.scene_kinds.head_binding``;
-0.5 for a bag of words, 1 for a head that binds). About a minute on 2 CPU cores, against minutes
+about 0.5 for a bag of words, 1 for a head that binds). About a minute on 2 CPU cores, against minutes
 of sampling and scoring: a cheap check while training (``train_state.safetensors`` of a run in
 progress works too).
 """

@@ -55,7 +55,7 @@ def kind_loss(logits: torch.Tensor, kinds: torch.Tensor, keep: torch.Tensor, obj
 
 def head_binding(logits: torch.Tensor, kinds: torch.Tensor) -> torch.Tensor:
     """Per row: the share of object pixels the head gives to their own kind when it may only choose among
-    the kinds the scene has (its logits restricted to those), so 0.5 for a bag of words on a two-kind
+    the kinds the scene has (its logits restricted to those), so about 0.5 for a bag of words on a two-kind
     scene and 1 for a head that binds; NaN for a row with fewer than two kinds (nothing to bind)."""
     out = torch.full((len(kinds),), float("nan"))
     for i, (lg, k) in enumerate(zip(logits, kinds)):
