@@ -72,9 +72,7 @@ def load_base(path: str | Path, ema: bool = False) -> tuple[torch.nn.Module, str
                          f"{recipe.get('stage')!r}); the binding gap is measured on a base stage")
     model = build_stage("base", recipe["arch"])
     model = KindHead(model) if recipe.get("scene_kinds", 0) > 0 else model
-    tensors = load_file(str(path))
-    model.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")} if ema
-                          else model_weights(tensors))
+    model.load_state_dict(model_weights(load_file(str(path)), "ema." if ema else "model."))
     return model.eval(), info.get("text_encoder")
 
 

@@ -99,9 +99,10 @@ def state_tensors(model: torch.nn.Module, opt: torch.optim.Optimizer, step: int,
     return tensors
 
 
-def model_weights(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The model's state_dict out of a ``train_state.safetensors`` layout (its ``model.*`` keys)."""
-    return {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
+def model_weights(tensors: dict[str, torch.Tensor], prefix: str = "model.") -> dict[str, torch.Tensor]:
+    """The model's state_dict out of a ``train_state.safetensors`` layout (its ``model.*`` keys; the EMA
+    copy's with ``prefix="ema."``)."""
+    return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
 
 
 def load_state(tensors: dict[str, torch.Tensor], model: torch.nn.Module, opt: torch.optim.Optimizer,
@@ -109,7 +110,7 @@ def load_state(tensors: dict[str, torch.Tensor], model: torch.nn.Module, opt: to
     """Restore model, EMA and optimizer from ``state_tensors`` output; returns the step."""
     model.load_state_dict(model_weights(tensors))
     if ema is not None:
-        ema.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
+        ema.load_state_dict(model_weights(tensors, "ema."))
     load_adam(opt, model, tensors)
     return int(tensors["step"].item())
 
