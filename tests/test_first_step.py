@@ -1,0 +1,87 @@
+"""The first step's order: positive for the image the caption describes, negative for its mirror, and the
+share of scenes in order is 1 for a model that draws the scene, 0 for one that draws it mirrored."""
+import math
+import subprocess
+import sys
+
+import torch
+from torch import nn
+
+from bench.binding_gap import probe_scenes
+from bench.first_step import first_step_order, order_margin, order_scenes, order_summary
+from bench.shapes import render_batch, swapped_scene
+from imagen.schedule import alpha_sigma
+
+
+def images_of(scenes, size=16):
+    return torch.from_numpy(render_batch(scenes, size)).permute(0, 3, 1, 2).float() / 127.5 - 1
+
+
+def test_the_margin_is_positive_for_the_scene_and_negative_for_its_objects_exchanged():
+    scenes = order_scenes(probe_scenes(40, seed=2))
+    assert len(scenes) >= 10 and all(s.category == "Positional" for s in scenes)
+    mirrored = [swapped_scene(s, flip_relation=True) for s in scenes]
+    for s, x, m in zip(scenes, images_of(scenes), images_of(mirrored)):
+        assert order_margin(s, x) > 0.05, s.caption
+        assert order_margin(s, m) < -0.05, s.caption
+        assert order_margin(s, torch.zeros_like(x)) == 0.0
+
+
+class Draws(nn.Module):
+    """Predicts v for a fixed x0 per caption (token 0: its index), and x0 = 0 without the caption."""
+
+    def __init__(self, images):
+        super().__init__()
+        self.images = images
+        self.cfg = type("cfg", (), {"image_size": images.shape[-1]})
+
+    def forward(self, x_t, t, tokens, mask, drop_text=None):
+        x0 = self.images[tokens[:, 0, 0].long()]
+        if drop_text is not None:
+            x0 = torch.where(drop_text[:, None, None, None], torch.zeros_like(x0), x0)
+        alpha, sigma = (a[:, None, None, None] for a in alpha_sigma(t))
+        return (alpha * x_t - x0) / sigma
+
+
+class Index:
+    def __init__(self, captions):
+        self.index = {c: i for i, c in enumerate(captions)}
+
+    def encode(self, texts):
+        ids = torch.tensor([float(self.index[t]) for t in texts])
+        return ids[:, None, None].expand(-1, 1, 4).clone(), torch.ones(len(texts), 1, dtype=torch.long)
+
+
+def test_a_model_that_draws_the_scene_is_in_order_and_one_that_mirrors_it_is_not():
+    scenes = probe_scenes(40, seed=1)
+    kept = order_scenes(scenes)
+    enc = Index([s.caption for s in kept])
+    right = first_step_order(Draws(images_of(kept)), enc, scenes, t=0.97, w=3.0, draws=2)
+    mirrored = [swapped_scene(s, flip_relation=True) for s in kept]
+    wrong = first_step_order(Draws(images_of(mirrored)), enc, scenes, t=0.97, w=3.0, draws=2)
+    assert list(right["caption"]) == [s.caption for s in kept]
+    assert right["correct"].all() and not wrong["correct"].any()
+    # guidance scales the caption's part of x0: w = 3 gives three times w = 1's margin (same noise)
+    once = first_step_order(Draws(images_of(kept)), enc, scenes, t=0.97, w=1.0, draws=2)
+    assert torch.allclose(torch.tensor(right["margin"].values), 3 * torch.tensor(once["margin"].values), atol=1e-4)
+    s = order_summary(right)
+    assert s["n"] == len(kept) and s["order"] == 1.0 and s["order_lo"] < 1.0 == s["order_hi"]
+    s = order_summary(wrong)
+    assert s["order"] == 0.0 and s["order_lo"] == 0.0 < s["order_hi"] and s["margin"] < 0
+
+
+def test_the_command_prints_the_first_step_after_the_binding_gap(tmp_path):
+    from bench.train import Recipe, train
+
+    torch.set_num_threads(1)
+    arch = dict(image_size=16, channels=[8, 16], num_res_blocks=1, attn_resolutions=[8], text_dim=384, heads=2)
+    train(Recipe(stage="base", arch=arch, image_size=16, steps=1, batch_size=2, warmup=1), tmp_path,
+          ckpt_every=1, text_encoder_cfg={"kind": "minilm", "max_length": 16})
+    p = subprocess.run([sys.executable, "-m", "bench.binding_gap", f"checkpoint={tmp_path / 'ema.safetensors'}",
+                        "n=16", "text_encoder.max_length=16", "order_draws=1", "threads=1"],
+                       capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    line = [x for x in p.stdout.splitlines() if x.startswith("first step")]
+    assert len(line) == 1 and "t = 0.97, w = 3.0" in line[0]
+    n = len(order_scenes(probe_scenes(16, seed=0)))
+    assert f"of {n} scenes" in line[0] and not math.isnan(float(line[0].split("order ")[1].split()[0]))
