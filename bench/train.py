@@ -81,14 +81,19 @@ class Recipe:
     scene_kinds: float = 0.0
     # ... with each object pixel weighted 1 + scene_kinds_objects (0: every pixel alike)
     scene_kinds_objects: float = 0.0
+    # text-path learning rate: the caption's path into the base (text conditioning, null token,
+    # cross-attention layers) learns at lr times this (1: one rate for all). A single cross-attention
+    # layer learns to read a relation's order from the tokens only after a long plateau (README).
+    text_lr_scale: float = 1.0
     # warm start: a stage file (ema.safetensors) whose weights initialise model and EMA
     init_from: str | None = None
 
     def __post_init__(self) -> None:
         if self.binding_contrast > 0 and self.stage != "base":
             raise ValueError("recipe.binding_contrast is for the base stage (an SR stage binds no words)")
-        if (self.pooled_drop > 0 or self.binding_twins or self.scene_kinds > 0) and self.stage != "base":
-            raise ValueError("recipe.pooled_drop, binding_twins and scene_kinds are for the base stage")
+        if (self.pooled_drop > 0 or self.binding_twins or self.scene_kinds > 0 or self.text_lr_scale != 1) \
+                and self.stage != "base":
+            raise ValueError("recipe.pooled_drop, binding_twins, scene_kinds and text_lr_scale are for the base stage")
 
 
 def batch_scenes(seed: int, step: int, batch: int, mix: dict | None = None, single_object: float = 0.6) -> list:
@@ -306,6 +311,27 @@ def binding_hinge(model: torch.nn.Module, enc: TextEncoder, recipe: Recipe, scen
     return torch.relu(per_example[idx] - l_neg + recipe.binding_margin).mean()
 
 
+def text_path(name: str, module_of: dict[str, torch.nn.Module]) -> bool:
+    """Whether parameter ``name`` is on the base's text path: its text conditioning, null token or a
+    cross-attention layer (``Attention.is_cross``)."""
+    parts = name.split(".")
+    if parts[-1] == "null_token" or "text" in parts[:-1]:
+        return True
+    return any(getattr(module_of.get(".".join(parts[:i])), "is_cross", False) for i in range(1, len(parts)))
+
+
+def param_groups(model: torch.nn.Module, text_lr_scale: float = 1.0) -> list[dict]:
+    """One AdamW group (``text_lr_scale`` 1), or the text path's parameters in a second group whose
+    ``lr_scale`` the trainer multiplies its learning rate by."""
+    if text_lr_scale == 1:
+        return [{"params": list(model.parameters())}]
+    module_of = dict(model.named_modules())
+    named = list(model.named_parameters())
+    text = [p for n, p in named if text_path(n, module_of)]
+    rest = [p for n, p in named if not text_path(n, module_of)]
+    return [{"params": rest}, {"params": text, "lr_scale": text_lr_scale}]
+
+
 def train(recipe: Recipe, out_dir: str | Path, seed: int = 0, device: str = "auto", threads: int = 0,
           ckpt_every: int = 100, max_minutes: float | None = None, text_encoder_cfg: dict | None = None) -> Path:
     """Train (or resume) one stage in ``out_dir``; returns its ``ema.safetensors``."""
@@ -314,7 +340,7 @@ def train(recipe: Recipe, out_dir: str | Path, seed: int = 0, device: str = "aut
     out.mkdir(parents=True, exist_ok=True)
     enc = TextEncoder(TextEncoderConfig(**(text_encoder_cfg or {})))
     model, ema = build_models(recipe, seed, dev)
-    opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=0.0)
+    opt = torch.optim.AdamW(param_groups(model, recipe.text_lr_scale), lr=recipe.lr, weight_decay=0.0)
     n_params = sum(p.numel() for p in stage_of(model).parameters())
     meta = {"recipe": recipe.__dict__, "seed": seed, "text_encoder": enc.id, "params": n_params}
     (out / "recipe.json").write_text(json.dumps(meta, indent=2, default=str))

@@ -214,9 +214,9 @@ class Trainer:
         plot_loss(self.loss_log.path, self.state_dir / LOSS_PNG)
 
     def update(self, loss: torch.Tensor, lr: float, step: int) -> None:
-        """One optimizer step on ``loss`` at ``lr``: gradient clipping, AdamW, EMA."""
+        """One optimizer step on ``loss`` at ``lr`` (times a group's ``lr_scale``): gradient clipping, AdamW, EMA."""
         for group in self.opt.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)

@@ -367,3 +367,45 @@ def test_scene_kinds_train_a_head_beside_the_stage_and_save_the_stage_alone(tmp_
     assert meta["recipe"]["scene_kinds"] == 0.5 and not hasattr(stage, "head")
     with pytest.raises(ValueError, match="base stage"):
         Recipe(**{**recipe.__dict__, "stage": "sr"})
+
+
+def test_text_lr_scale_puts_the_caption_path_in_its_own_group_and_resumes_exactly(tmp_path):
+    from dataclasses import replace
+
+    from bench.train import param_groups
+    from bench.training import Trainer
+    from imagen.checkpoint import build_stage
+
+    model = build_stage("base", TINY)
+    (one,) = param_groups(model)
+    assert len(one["params"]) == len(list(model.parameters()))
+    rest, text = param_groups(model, 10.0)
+    ids = {id(p): n for n, p in model.named_parameters()}
+    text_names = {ids[id(p)] for p in text["params"]}
+    assert len(rest["params"]) + len(text["params"]) == len(ids) and text["lr_scale"] == 10.0
+    cross = {n for n, m in model.named_modules() if getattr(m, "is_cross", False)}
+    names = set(ids.values())
+    assert cross and text_names == ({n for n in names if n == "null_token" or n.startswith("text.")}
+                                    | {n for n in names if any(n.startswith(c + ".") for c in cross)})
+    opt = torch.optim.AdamW([rest, text], lr=1.0)
+    core = Trainer(model, opt, tmp_path / "core", {}, grad_clip=1.0)
+    core.update(model(torch.zeros(1, 3, 16, 16), torch.ones(1) * 0.5, torch.zeros(1, 2, 384),
+                      torch.ones(1, 2, dtype=torch.long)).square().mean() + 1.0, 3e-4, 0)
+    assert [g["lr"] for g in opt.param_groups] == [3e-4, pytest.approx(3e-3)]
+
+    torch.set_num_threads(1)
+    enc = {"kind": "minilm", "max_length": 16}
+    def recipe(steps):
+        return replace(_recipe(steps), text_lr_scale=10.0)
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    train(recipe(3), straight, ckpt_every=2, text_encoder_cfg=enc)
+    train(recipe(2), resumed, ckpt_every=2, text_encoder_cfg=enc)
+    train(recipe(3), resumed, ckpt_every=2, text_encoder_cfg=enc)
+    a, b = _weights(straight), _weights(resumed)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    train(_recipe(3), tmp_path / "plain", ckpt_every=3, text_encoder_cfg=enc)
+    plain = _weights(tmp_path / "plain")
+    # the text path moved differently at 10x its rate
+    assert not torch.equal(a["model.text.proj.weight"], plain["model.text.proj.weight"])
+    with pytest.raises(ValueError, match="text_lr_scale"):
+        replace(_recipe(1, "sr"), text_lr_scale=2.0)
