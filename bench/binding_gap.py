@@ -48,7 +48,7 @@ from bench.cli import missing_arguments
 from bench.first_step import first_step_order, order_summary
 from bench.scene_kinds import KindHead, head_binding, kind_maps
 from bench.shapes import binding_swap, sample_scene, swapped_scene
-from bench.train import row_mse, scene_images
+from bench.train import row_mse, scene_images, stage_of
 from bench.training import model_weights
 from imagen.checkpoint import CheckpointError, build_stage, load_stage
 from imagen.schedule import alpha_sigma, q_sample, training_target
@@ -161,8 +161,7 @@ def run(checkpoint: str, text_encoder: dict, n: int = 128, seed: int = 0, ema: b
 
 def measure(model: torch.nn.Module, enc: TextEncoder, scenes: list, seed: int) -> pd.DataFrame:
     """The summary table (with the text paths for the built-in base)."""
-    unet = model.unet if isinstance(model, KindHead) else model
-    return summarise(binding_gap(model, enc, scenes, seed, paths=isinstance(unet, BaseUNet)))
+    return summarise(binding_gap(model, enc, scenes, seed, paths=isinstance(stage_of(model), BaseUNet)))
 
 
 def main() -> None:
@@ -171,7 +170,7 @@ def main() -> None:
 
     if not any(a.startswith("-") for a in sys.argv[1:]) and missing_arguments(sys.argv[1:], ("checkpoint",)):
         print("bench.binding_gap: missing checkpoint; usage: python -m bench.binding_gap checkpoint=FILE "
-              "[text_encoder.kind=random n=128 seed=0 ema=false order_t=0.97 order_w=3 out=FILE.csv]", file=sys.stderr)
+              "[text_encoder.kind=random n=128 seed=0 ema=false order_t=0.97 order_w=3 order_draws=4 out=FILE.csv]", file=sys.stderr)
         sys.exit(2)
 
     @hydra.main(version_base="1.3", config_path="../conf", config_name="binding_gap")
@@ -182,8 +181,7 @@ def main() -> None:
             model, enc = load(cfg.checkpoint, OmegaConf.to_container(cfg.text_encoder, resolve=True), cfg.ema)
             scenes = probe_scenes(cfg.n, cfg.seed)
             table = measure(model, enc, scenes, cfg.seed)
-            unet = model.unet if isinstance(model, KindHead) else model
-            order = order_summary(first_step_order(unet, enc, scenes, cfg.order_t, cfg.order_w, cfg.order_draws,
+            order = order_summary(first_step_order(stage_of(model), enc, scenes, cfg.order_t, cfg.order_w, cfg.order_draws,
                                                    cfg.seed))
         except (CheckpointError, ValueError, OSError) as e:
             print(f"bench.binding_gap: {e}", file=sys.stderr)

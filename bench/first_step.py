@@ -6,12 +6,12 @@ A sample's layout is drawn at its first steps, from pure noise, where only the c
 object goes left (or on top). For each Positional probe scene with two colours, x_T ~ N(0, I) at
 t = ``t`` (0.97: inside the shipped sampler's first step), the guided prediction (paper 2.2)
 ``v = v_uncond + w (v_cond - v_uncond)`` and its x0 estimate ``x0 = alpha_t x_t - sigma_t v``,
-averaged over ``draws`` noises. Its colour is projected on the line from the right-hand (or lower)
-object's palette colour to the left-hand (upper) one's; ``margin`` is that projection's mean over the
-left (upper) half of the image minus its mean over the other half along the relation's axis, and the
-scene's order is ``correct`` when the margin is positive. A model that reads only which words occur
-puts both colours everywhere alike (margin 0, ``correct`` 0.5 by chance of the noise); one that reads
-the relation puts the right colour on the right side (1.0).
+averaged over ``draws`` noises. Each pixel's mass is shared among the two objects' palette colours and the
+background (a softmax of minus the squared distances, ``SCALE``); ``margin`` is how far along the relation's
+axis the right-hand (lower) object's colour is centred beyond the left-hand (upper) one's, and the scene's
+order is ``correct`` when the margin is positive (beyond float error, ``TIE``). A model that reads only which words occur puts both
+colours everywhere alike (margin 0; ``correct`` about 0.5, by chance of the noise); one that reads the
+relation centres each colour on its side (1.0; the rendered scene itself scores > 0, tested).
 """
 from __future__ import annotations
 
@@ -19,25 +19,32 @@ import pandas as pd
 import torch
 from scipy.stats import binomtest
 
-from bench.shapes.scene import COLORS, Scene
+from bench.shapes.scene import BACKGROUND, COLORS, Scene
 from imagen.guidance import guide
 from imagen.schedule import to_x0_eps
 
+# the width (palette units, images in [-1, 1]) within which a pixel counts as a colour: a pixel's mass is
+# shared among the two objects' colours and the background by exp(-|x - c|^2 / (2 SCALE^2))
+SCALE = 0.25
+# margins within this of 0 (float error of a model with no order) are ties, not in order
+TIE = 1e-6
 
-def order_margin(scene: Scene, x0: torch.Tensor) -> float:
-    """How much more of the left (upper) object's colour than the other's ``x0`` (3, H, W) puts on its
-    left (upper) half than on the other half (palette units, > 0: the order the caption says)."""
+
+def order_margin(scene: Scene, x0: torch.Tensor, scale: float = SCALE) -> float:
+    """How far along the relation's axis the right-hand (lower) object's colour is centred beyond the left-hand
+    (upper) one's in ``x0`` (3, H, W), in image widths (> 0: the order the caption says, 0: no order)."""
     a, b = scene.objects
     horizontal = scene.relation in ("left of", "right of")
     def place(o):
         return o.cx if horizontal else o.cy
     first, second = (a, b) if place(a) < place(b) else (b, a)
-    c1, c2 = (torch.tensor(COLORS[o.color], dtype=x0.dtype) / 127.5 - 1 for o in (first, second))
-    d = c1 - c2
-    proj = torch.einsum("chw,c->hw", x0 - ((c1 + c2) / 2)[:, None, None], d / d.norm())
-    along = proj.mean(0) if horizontal else proj.mean(1)
-    half = along.shape[0] // 2
-    return float(along[:half].mean() - along[-half:].mean())
+    palette = torch.tensor([COLORS[first.color], COLORS[second.color], BACKGROUND], dtype=x0.dtype) / 127.5 - 1
+    d2 = (x0[None] - palette[:, :, None, None]).pow(2).sum(1)          # (3, H, W)
+    mass = torch.softmax(-d2 / (2 * scale ** 2), dim=0)[:2]              # each pixel shared among the colours
+    along = mass.mean(1) if horizontal else mass.mean(2)                 # (2, axis): per column or per row
+    pos = torch.linspace(0, 1, along.shape[1], dtype=x0.dtype)
+    centre = (along * pos).sum(1) / along.sum(1)
+    return float(centre[1] - centre[0])
 
 
 def order_scenes(scenes: list) -> list:
@@ -50,6 +57,8 @@ def first_step_order(model: torch.nn.Module, enc, scenes: list, t: float = 0.97,
                      draws: int = 4, seed: int = 0) -> pd.DataFrame:
     """One row per Positional scene with two colours: caption, margin, correct (module docstring)."""
     scenes = order_scenes(scenes)
+    if not scenes:
+        return pd.DataFrame({"caption": [], "margin": [], "correct": []})
     tokens, n, size = enc.encode([s.caption for s in scenes]), len(scenes), model.cfg.image_size
     g, tt, every = torch.Generator().manual_seed(seed), torch.full((n,), float(t)), torch.ones(n, dtype=torch.bool)
     x0 = torch.zeros(n, 3, size, size)
@@ -59,7 +68,7 @@ def first_step_order(model: torch.nn.Module, enc, scenes: list, t: float = 0.97,
         x0 += to_x0_eps(v, x_t, tt, "v")[0] / draws
     margins = [order_margin(s, x) for s, x in zip(scenes, x0)]
     return pd.DataFrame({"caption": [s.caption for s in scenes], "margin": margins,
-                         "correct": [m > 0 for m in margins]})
+                         "correct": [m > TIE for m in margins]})
 
 
 def order_summary(rows: pd.DataFrame) -> dict:

@@ -82,7 +82,7 @@ class Recipe:
     # ... with each object pixel weighted 1 + scene_kinds_objects (0: every pixel alike)
     scene_kinds_objects: float = 0.0
     # text-path learning rate: the caption's path into the base (text conditioning, null token,
-    # cross-attention layers) learns at lr times this (1: one rate for all). A single cross-attention
+    # cross-attention layers; bench.train.text_path) learns at lr times this (1: one rate for all). A single cross-attention
     # layer learns to read a relation's order from the tokens only after a long plateau (README).
     text_lr_scale: float = 1.0
     # warm start: a stage file (ema.safetensors) whose weights initialise model and EMA
@@ -312,8 +312,9 @@ def binding_hinge(model: torch.nn.Module, enc: TextEncoder, recipe: Recipe, scen
 
 
 def text_path(name: str, module_of: dict[str, torch.nn.Module]) -> bool:
-    """Whether parameter ``name`` is on the base's text path: its text conditioning, null token or a
-    cross-attention layer (``Attention.is_cross``)."""
+    """Whether parameter ``name`` is on the base's text path: its text conditioning (``text.*``: the tokens'
+    norm and projection, and the pooled vector's), the null token, or a cross-attention layer
+    (``Attention.is_cross``)."""
     parts = name.split(".")
     if parts[-1] == "null_token" or "text" in parts[:-1]:
         return True
@@ -321,14 +322,13 @@ def text_path(name: str, module_of: dict[str, torch.nn.Module]) -> bool:
 
 
 def param_groups(model: torch.nn.Module, text_lr_scale: float = 1.0) -> list[dict]:
-    """One AdamW group (``text_lr_scale`` 1), or the text path's parameters in a second group whose
-    ``lr_scale`` the trainer multiplies its learning rate by."""
+    """One AdamW group (``text_lr_scale`` 1), or the text path's parameters (``text_path``) in a second
+    group whose ``lr_scale`` the trainer multiplies its learning rate by."""
     if text_lr_scale == 1:
         return [{"params": list(model.parameters())}]
-    module_of = dict(model.named_modules())
-    named = list(model.named_parameters())
-    text = [p for n, p in named if text_path(n, module_of)]
-    rest = [p for n, p in named if not text_path(n, module_of)]
+    module_of, rest, text = dict(model.named_modules()), [], []
+    for name, p in model.named_parameters():
+        (text if text_path(name, module_of) else rest).append(p)
     return [{"params": rest}, {"params": text, "lr_scale": text_lr_scale}]
 
 

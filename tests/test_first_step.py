@@ -18,13 +18,16 @@ def images_of(scenes, size=16):
 
 
 def test_the_margin_is_positive_for_the_scene_and_negative_for_its_objects_exchanged():
-    scenes = order_scenes(probe_scenes(40, seed=2))
-    assert len(scenes) >= 10 and all(s.category == "Positional" for s in scenes)
-    mirrored = [swapped_scene(s, flip_relation=True) for s in scenes]
-    for s, x, m in zip(scenes, images_of(scenes), images_of(mirrored)):
-        assert order_margin(s, x) > 0.05, s.caption
-        assert order_margin(s, m) < -0.05, s.caption
-        assert order_margin(s, torch.zeros_like(x)) == 0.0
+    for seed in range(3):
+        scenes = order_scenes(probe_scenes(96, seed=seed))
+        assert len(scenes) >= 30 and all(s.category == "Positional" for s in scenes)
+        assert {s.relation for s in scenes} == {"left of", "right of", "above", "below"}
+        mirrored = [swapped_scene(s, flip_relation=True) for s in scenes]
+        for size in (16, 32):
+            for s, x, m in zip(scenes, images_of(scenes, size), images_of(mirrored, size)):
+                assert order_margin(s, x) > 0.05, (s.caption, size)
+                assert order_margin(s, m) < -0.05, (s.caption, size)
+                assert abs(order_margin(s, torch.zeros_like(x))) < 1e-6
 
 
 class Draws(nn.Module):
@@ -61,13 +64,15 @@ def test_a_model_that_draws_the_scene_is_in_order_and_one_that_mirrors_it_is_not
     wrong = first_step_order(Draws(images_of(mirrored)), enc, scenes, t=0.97, w=3.0, draws=2)
     assert list(right["caption"]) == [s.caption for s in kept]
     assert right["correct"].all() and not wrong["correct"].any()
-    # guidance scales the caption's part of x0: w = 3 gives three times w = 1's margin (same noise)
-    once = first_step_order(Draws(images_of(kept)), enc, scenes, t=0.97, w=1.0, draws=2)
-    assert torch.allclose(torch.tensor(right["margin"].values), 3 * torch.tensor(once["margin"].values), atol=1e-4)
+    assert (first_step_order(Draws(images_of(kept)), enc, scenes, t=0.97, w=1.0, draws=2)["correct"]).all()
     s = order_summary(right)
     assert s["n"] == len(kept) and s["order"] == 1.0 and s["order_lo"] < 1.0 == s["order_hi"]
     s = order_summary(wrong)
     assert s["order"] == 0.0 and s["order_lo"] == 0.0 < s["order_hi"] and s["margin"] < 0
+    blind = first_step_order(Draws(torch.zeros_like(images_of(kept))), enc, scenes, draws=2)
+    assert (blind["margin"].abs() < 1e-6).all() and not blind["correct"].any()
+    none = first_step_order(Draws(images_of(kept)), enc, [s for s in scenes if s.category == "Colors"])
+    assert len(none) == 0 and order_summary(none)["n"] == 0 and math.isnan(order_summary(none)["order"])
 
 
 def test_the_command_prints_the_first_step_after_the_binding_gap(tmp_path):

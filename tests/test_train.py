@@ -387,11 +387,25 @@ def test_text_lr_scale_puts_the_caption_path_in_its_own_group_and_resumes_exactl
     names = set(ids.values())
     assert cross and text_names == ({n for n in names if n == "null_token" or n.startswith("text.")}
                                     | {n for n in names if any(n.startswith(c + ".") for c in cross)})
-    opt = torch.optim.AdamW([rest, text], lr=1.0)
-    core = Trainer(model, opt, tmp_path / "core", {}, grad_clip=1.0)
-    core.update(model(torch.zeros(1, 3, 16, 16), torch.ones(1) * 0.5, torch.zeros(1, 2, 384),
-                      torch.ones(1, 2, dtype=torch.long)).square().mean() + 1.0, 3e-4, 0)
-    assert [g["lr"] for g in opt.param_groups] == [3e-4, pytest.approx(3e-3)]
+    # one AdamW step from the same weights on the same loss: the text path moves 10x as far, the rest alike
+    moved = {}
+    for scale in (1.0, 10.0):
+        torch.manual_seed(0)
+        m = _jittered(build_stage("base", TINY))
+        before = {n: p.detach().clone() for n, p in m.named_parameters()}
+        core = Trainer(m, torch.optim.AdamW(param_groups(m, scale), lr=1.0, weight_decay=0.0), tmp_path / "core", {},
+                       grad_clip=1.0)
+        x = torch.linspace(-1, 1, 3 * 16 * 16).reshape(1, 3, 16, 16)
+        tokens = torch.linspace(-1, 1, 2 * 384).reshape(1, 2, 384)
+        core.update(m(x, torch.full((1,), 0.5), tokens, torch.ones(1, 2, dtype=torch.long)).square().mean(), 1e-3, 0)
+        assert [g["lr"] for g in core.opt.param_groups] == ([1e-3] if scale == 1 else [1e-3, pytest.approx(1e-2)])
+        moved[scale] = {n: p.detach() - before[n] for n, p in m.named_parameters()}
+    for n, d in moved[1.0].items():
+        if n in text_names:
+            assert torch.allclose(moved[10.0][n], 10 * d, rtol=1e-3, atol=1e-6), n   # up to float rounding
+        else:
+            assert torch.equal(moved[10.0][n], d), n
+    assert any(moved[1.0][n].abs().max() > 1e-4 for n in text_names)
 
     torch.set_num_threads(1)
     enc = {"kind": "minilm", "max_length": 16}
