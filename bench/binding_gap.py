@@ -170,7 +170,8 @@ def main() -> None:
 
     if not any(a.startswith("-") for a in sys.argv[1:]) and missing_arguments(sys.argv[1:], ("checkpoint",)):
         print("bench.binding_gap: missing checkpoint; usage: python -m bench.binding_gap checkpoint=FILE "
-              "[text_encoder.kind=random n=128 seed=0 ema=false order_t=0.97 order_w=3 order_draws=4 out=FILE.csv]", file=sys.stderr)
+              "[text_encoder.kind=random n=128 seed=0 ema=false order_t=0.97 order_w=3 order_draws=4 "
+              "out=FILE.csv]", file=sys.stderr)
         sys.exit(2)
 
     @hydra.main(version_base="1.3", config_path="../conf", config_name="binding_gap")
@@ -181,8 +182,8 @@ def main() -> None:
             model, enc = load(cfg.checkpoint, OmegaConf.to_container(cfg.text_encoder, resolve=True), cfg.ema)
             scenes = probe_scenes(cfg.n, cfg.seed)
             table = measure(model, enc, scenes, cfg.seed)
-            order = order_summary(first_step_order(stage_of(model), enc, scenes, cfg.order_t, cfg.order_w, cfg.order_draws,
-                                                   cfg.seed))
+            order = order_summary(first_step_order(stage_of(model), enc, scenes, cfg.order_t, cfg.order_w,
+                                                   cfg.order_draws, cfg.seed))
         except (CheckpointError, ValueError, OSError) as e:
             print(f"bench.binding_gap: {e}", file=sys.stderr)
             sys.exit(2)

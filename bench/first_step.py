@@ -9,9 +9,10 @@ t = ``t`` (0.97: inside the shipped sampler's first step), the guided prediction
 averaged over ``draws`` noises. Each pixel's mass is shared among the two objects' palette colours and the
 background (a softmax of minus the squared distances, ``SCALE``); ``margin`` is how far along the relation's
 axis the right-hand (lower) object's colour is centred beyond the left-hand (upper) one's, and the scene's
-order is ``correct`` when the margin is positive (beyond float error, ``TIE``). A model that reads only which words occur puts both
-colours everywhere alike (margin 0; ``correct`` about 0.5, by chance of the noise); one that reads the
-relation centres each colour on its side (1.0; the rendered scene itself scores > 0, tested).
+order is ``correct`` when the margin is positive (beyond float error, ``TIE``). A model that reads only
+which words occur puts both colours everywhere alike (margin 0; ``correct`` about 0.5, by chance of the
+noise); one that reads the relation centres each colour on its side (1.0; the rendered scene itself
+scores > 0, tested).
 """
 from __future__ import annotations
 

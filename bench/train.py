@@ -82,8 +82,9 @@ class Recipe:
     # ... with each object pixel weighted 1 + scene_kinds_objects (0: every pixel alike)
     scene_kinds_objects: float = 0.0
     # text-path learning rate: the caption's path into the base (text conditioning, null token,
-    # cross-attention layers; bench.train.text_path) learns at lr times this (1: one rate for all). A single cross-attention
-    # layer learns to read a relation's order from the tokens only after a long plateau (README).
+    # cross-attention layers; bench.train.text_path) learns at lr times this (1: one rate for all).
+    # A single cross-attention layer learns to read a relation's order from the tokens only after a
+    # long plateau (README).
     text_lr_scale: float = 1.0
     # warm start: a stage file (ema.safetensors) whose weights initialise model and EMA
     init_from: str | None = None

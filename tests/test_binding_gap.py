@@ -38,15 +38,18 @@ class CaptionIds:
 
 
 class Oracle(nn.Module):
-    """Knows each caption's image x0 and predicts v = (alpha x_t - x0) / sigma exactly for it."""
+    """Knows each caption's image x0 and predicts v = (alpha x_t - x0) / sigma exactly for it; without
+    the caption (``drop_text`` rows) its x0 is 0."""
 
     def __init__(self, images):
         super().__init__()
         self.images = images
         self.cfg = type("cfg", (), {"image_size": images.shape[-1]})
 
-    def forward(self, x_t, t, tokens, mask):
+    def forward(self, x_t, t, tokens, mask, drop_text=None):
         x0 = self.images[tokens[:, 0, 0].long()]
+        if drop_text is not None:
+            x0 = torch.where(drop_text[:, None, None, None], torch.zeros_like(x0), x0)
         alpha, sigma = (a[:, None, None, None] for a in alpha_sigma(t))
         return (alpha * x_t - x0) / sigma
 

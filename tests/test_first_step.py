@@ -5,16 +5,12 @@ import subprocess
 import sys
 
 import torch
-from torch import nn
+from test_binding_gap import CaptionIds, Oracle
 
 from bench.binding_gap import probe_scenes
 from bench.first_step import first_step_order, order_margin, order_scenes, order_summary
-from bench.shapes import render_batch, swapped_scene
-from imagen.schedule import alpha_sigma
-
-
-def images_of(scenes, size=16):
-    return torch.from_numpy(render_batch(scenes, size)).permute(0, 3, 1, 2).float() / 127.5 - 1
+from bench.shapes import swapped_scene
+from bench.train import scene_images
 
 
 def test_the_margin_is_positive_for_the_scene_and_negative_for_its_objects_exchanged():
@@ -24,54 +20,29 @@ def test_the_margin_is_positive_for_the_scene_and_negative_for_its_objects_excha
         assert {s.relation for s in scenes} == {"left of", "right of", "above", "below"}
         mirrored = [swapped_scene(s, flip_relation=True) for s in scenes]
         for size in (16, 32):
-            for s, x, m in zip(scenes, images_of(scenes, size), images_of(mirrored, size)):
+            for s, x, m in zip(scenes, scene_images(scenes, size), scene_images(mirrored, size)):
                 assert order_margin(s, x) > 0.05, (s.caption, size)
                 assert order_margin(s, m) < -0.05, (s.caption, size)
                 assert abs(order_margin(s, torch.zeros_like(x))) < 1e-6
 
 
-class Draws(nn.Module):
-    """Predicts v for a fixed x0 per caption (token 0: its index), and x0 = 0 without the caption."""
-
-    def __init__(self, images):
-        super().__init__()
-        self.images = images
-        self.cfg = type("cfg", (), {"image_size": images.shape[-1]})
-
-    def forward(self, x_t, t, tokens, mask, drop_text=None):
-        x0 = self.images[tokens[:, 0, 0].long()]
-        if drop_text is not None:
-            x0 = torch.where(drop_text[:, None, None, None], torch.zeros_like(x0), x0)
-        alpha, sigma = (a[:, None, None, None] for a in alpha_sigma(t))
-        return (alpha * x_t - x0) / sigma
-
-
-class Index:
-    def __init__(self, captions):
-        self.index = {c: i for i, c in enumerate(captions)}
-
-    def encode(self, texts):
-        ids = torch.tensor([float(self.index[t]) for t in texts])
-        return ids[:, None, None].expand(-1, 1, 4).clone(), torch.ones(len(texts), 1, dtype=torch.long)
-
-
 def test_a_model_that_draws_the_scene_is_in_order_and_one_that_mirrors_it_is_not():
     scenes = probe_scenes(40, seed=1)
     kept = order_scenes(scenes)
-    enc = Index([s.caption for s in kept])
-    right = first_step_order(Draws(images_of(kept)), enc, scenes, t=0.97, w=3.0, draws=2)
+    enc = CaptionIds([s.caption for s in kept])
+    right = first_step_order(Oracle(scene_images(kept, 16)), enc, scenes, t=0.97, w=3.0, draws=2)
     mirrored = [swapped_scene(s, flip_relation=True) for s in kept]
-    wrong = first_step_order(Draws(images_of(mirrored)), enc, scenes, t=0.97, w=3.0, draws=2)
+    wrong = first_step_order(Oracle(scene_images(mirrored, 16)), enc, scenes, t=0.97, w=3.0, draws=2)
     assert list(right["caption"]) == [s.caption for s in kept]
     assert right["correct"].all() and not wrong["correct"].any()
-    assert (first_step_order(Draws(images_of(kept)), enc, scenes, t=0.97, w=1.0, draws=2)["correct"]).all()
+    assert (first_step_order(Oracle(scene_images(kept, 16)), enc, scenes, t=0.97, w=1.0, draws=2)["correct"]).all()
     s = order_summary(right)
     assert s["n"] == len(kept) and s["order"] == 1.0 and s["order_lo"] < 1.0 == s["order_hi"]
     s = order_summary(wrong)
     assert s["order"] == 0.0 and s["order_lo"] == 0.0 < s["order_hi"] and s["margin"] < 0
-    blind = first_step_order(Draws(torch.zeros_like(images_of(kept))), enc, scenes, draws=2)
+    blind = first_step_order(Oracle(torch.zeros_like(scene_images(kept, 16))), enc, scenes, draws=2)
     assert (blind["margin"].abs() < 1e-6).all() and not blind["correct"].any()
-    none = first_step_order(Draws(images_of(kept)), enc, [s for s in scenes if s.category == "Colors"])
+    none = first_step_order(Oracle(scene_images(kept, 16)), enc, [s for s in scenes if s.category == "Colors"])
     assert len(none) == 0 and order_summary(none)["n"] == 0 and math.isnan(order_summary(none)["order"])
 
 
