@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from bench.scene_kinds import KindHead, kind_loss, kind_maps
-from bench.shapes import binding_swap, render_batch, sample_scene, swapped_scene
+from bench.shapes import RELATIONS, binding_swap, render_batch, sample_scene, swapped_scene
 from bench.training import Loop, Trainer, setup, warmup_lr
 from imagen.checkpoint import build_stage, load_stage, save_stage
 from imagen.schedule import alpha_sigma, q_sample, training_target
@@ -50,6 +50,9 @@ class Recipe:
     # data: category weights (null: the grammar's CATEGORY_MIX) and one-object share of Colors
     category_mix: dict | None = None
     single_object: float = 0.6
+    # Positional scenes' relations (null: all four). A curriculum: one relation first ("left of": the first
+    # noun's colour goes left), then all four (README "Positional in two phases")
+    relations: list[str] | None = None
     # loss: "none" (plain MSE on the target) or "min_snr" (Hang et al. 2023, weight min(SNR, gamma))
     loss_weighting: str = "none"
     min_snr_gamma: float = 5.0
@@ -95,12 +98,16 @@ class Recipe:
         if (self.pooled_drop > 0 or self.binding_twins or self.scene_kinds > 0 or self.text_lr_scale != 1) \
                 and self.stage != "base":
             raise ValueError("recipe.pooled_drop, binding_twins, scene_kinds and text_lr_scale are for the base stage")
+        if self.relations is not None and (not self.relations or set(self.relations) - set(RELATIONS)):
+            raise ValueError(f"recipe.relations must be a non-empty subset of {list(RELATIONS)}, got {self.relations}")
 
 
-def batch_scenes(seed: int, step: int, batch: int, mix: dict | None = None, single_object: float = 0.6) -> list:
+def batch_scenes(seed: int, step: int, batch: int, mix: dict | None = None, single_object: float = 0.6,
+                 relations: list | None = None) -> list:
     """The scenes of one step (keyed by seed and step)."""
     rng = random.Random(f"{seed}:{step}")
-    return [sample_scene(rng, mix=mix, single_object=single_object) for _ in range(batch)]
+    rel = tuple(relations) if relations else RELATIONS
+    return [sample_scene(rng, mix=mix, single_object=single_object, relations=rel) for _ in range(batch)]
 
 
 def scene_images(scenes: list, size: int) -> torch.Tensor:
@@ -263,7 +270,8 @@ def diffusion_loss(model: torch.nn.Module, enc: TextEncoder, recipe: Recipe, see
                    dev: torch.device) -> torch.Tensor:
     """The (weighted) diffusion loss of one step, with the recipe's extra terms; data, times, noise and
     drops keyed by (seed, step)."""
-    scenes = batch_scenes(seed, step, recipe.batch_size, recipe.category_mix, recipe.single_object)
+    scenes = batch_scenes(seed, step, recipe.batch_size, recipe.category_mix, recipe.single_object,
+                          recipe.relations)
     source = None
     if recipe.binding_twins:
         scenes, source = with_twins(scenes, step)

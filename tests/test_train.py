@@ -423,3 +423,20 @@ def test_text_lr_scale_puts_the_caption_path_in_its_own_group_and_resumes_exactl
     assert not torch.equal(a["model.text.proj.weight"], plain["model.text.proj.weight"])
     with pytest.raises(ValueError, match="text_lr_scale"):
         replace(_recipe(1, "sr"), text_lr_scale=2.0)
+
+
+def test_relations_restrict_positional_scenes_and_default_keeps_the_data():
+    """recipe.relations: Positional scenes draw only from the named relations; null keeps every step's
+    scenes exactly as before (the same draws from the same rng); an unknown relation fails at once."""
+    from bench.train import batch_scenes
+    mix = {"Positional": 1.0}
+    only = batch_scenes(0, 5, 64, mix, 0.0, ["left of"])
+    assert {s.relation for s in only} == {"left of"}
+    assert all(s.objects[0].cx < s.objects[1].cx for s in only)
+    every = batch_scenes(0, 5, 64, mix, 0.0)
+    assert {s.relation for s in every} == {"left of", "right of", "above", "below"}
+    assert [s.caption for s in every] == [s.caption for s in batch_scenes(0, 5, 64, mix, 0.0, None)]
+    with pytest.raises(ValueError, match="relations"):
+        Recipe(stage="base", arch=TINY, image_size=16, relations=["beside"])
+    with pytest.raises(ValueError, match="relations"):
+        Recipe(stage="base", arch=TINY, image_size=16, relations=[])

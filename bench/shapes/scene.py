@@ -119,12 +119,15 @@ def scene_caption(scene: Scene) -> str:
 
 
 def sample_scene(rng: random.Random, category: str | None = None, mix: dict[str, float] | None = None,
-                 single_object: float = 0.6) -> Scene:
+                 single_object: float = 0.6, relations: tuple[str, ...] = RELATIONS) -> Scene:
     """Draw a random scene (and its caption) from the shapes grammar.
 
     ``mix`` weights the categories when ``category`` is None (default ``CATEGORY_MIX``);
-    ``single_object`` is the share of one-object scenes in Colors (the rest bind two colours).
+    ``single_object`` is the share of one-object scenes in Colors (the rest bind two colours);
+    ``relations`` are those a Positional scene draws from (a subset of ``RELATIONS``).
     """
+    if not relations or set(relations) - set(RELATIONS):
+        raise ValueError(f"relations must be a non-empty subset of {RELATIONS}, got {relations!r}")
     if category is None:
         mix = mix or CATEGORY_MIX
         category = rng.choices(list(mix), weights=list(mix.values()))[0]
@@ -138,7 +141,7 @@ def sample_scene(rng: random.Random, category: str | None = None, mix: dict[str,
         objs = tuple(ShapeObject(shape, color, x, y, s) for x, y in pts)
         scene = Scene("Counting", objs, count=n)
     elif category == "Positional":
-        relation = rng.choice(RELATIONS)
+        relation = rng.choice(tuple(relations))
         while True:
             a = (rng.choice(shapes), rng.choice(colors))
             b = (rng.choice(shapes), rng.choice(colors))
