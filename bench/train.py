@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from bench.scene_kinds import KindHead, kind_loss, kind_maps
-from bench.shapes import RELATIONS, binding_swap, render_batch, sample_scene, swapped_scene
+from bench.shapes import binding_swap, positional_relations, render_batch, sample_scene, swapped_scene
 from bench.training import Loop, Trainer, setup, warmup_lr
 from imagen.checkpoint import build_stage, load_stage, save_stage
 from imagen.schedule import alpha_sigma, q_sample, training_target
@@ -98,16 +98,17 @@ class Recipe:
         if (self.pooled_drop > 0 or self.binding_twins or self.scene_kinds > 0 or self.text_lr_scale != 1) \
                 and self.stage != "base":
             raise ValueError("recipe.pooled_drop, binding_twins, scene_kinds and text_lr_scale are for the base stage")
-        if self.relations is not None and (not self.relations or set(self.relations) - set(RELATIONS)):
-            raise ValueError(f"recipe.relations must be a non-empty subset of {list(RELATIONS)}, got {self.relations}")
+        try:
+            positional_relations(self.relations)
+        except ValueError as e:
+            raise ValueError(f"recipe.{e}") from None
 
 
 def batch_scenes(seed: int, step: int, batch: int, mix: dict | None = None, single_object: float = 0.6,
                  relations: list | None = None) -> list:
     """The scenes of one step (keyed by seed and step)."""
-    rng = random.Random(f"{seed}:{step}")
-    rel = tuple(relations) if relations else RELATIONS
-    return [sample_scene(rng, mix=mix, single_object=single_object, relations=rel) for _ in range(batch)]
+    rng, relations = random.Random(f"{seed}:{step}"), positional_relations(relations)
+    return [sample_scene(rng, mix=mix, single_object=single_object, relations=relations) for _ in range(batch)]
 
 
 def scene_images(scenes: list, size: int) -> torch.Tensor:

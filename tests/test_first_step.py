@@ -29,20 +29,20 @@ def test_the_margin_is_positive_for_the_scene_and_negative_for_its_objects_excha
 def test_a_model_that_draws_the_scene_is_in_order_and_one_that_mirrors_it_is_not():
     scenes = probe_scenes(40, seed=1)
     kept = order_scenes(scenes)
-    enc = CaptionIds([s.caption for s in kept])
-    right = first_step_order(Oracle(scene_images(kept, 16)), enc, scenes, t=0.97, w=3.0, draws=2)
+    enc, drawn = CaptionIds([s.caption for s in kept]), scene_images(kept, 16)
+    right = first_step_order(Oracle(drawn), enc, scenes, t=0.97, w=3.0, draws=2)
     mirrored = [swapped_scene(s, flip_relation=True) for s in kept]
     wrong = first_step_order(Oracle(scene_images(mirrored, 16)), enc, scenes, t=0.97, w=3.0, draws=2)
     assert list(right["caption"]) == [s.caption for s in kept]
     assert right["correct"].all() and not wrong["correct"].any()
-    assert (first_step_order(Oracle(scene_images(kept, 16)), enc, scenes, t=0.97, w=1.0, draws=2)["correct"]).all()
+    assert (first_step_order(Oracle(drawn), enc, scenes, t=0.97, w=1.0, draws=2)["correct"]).all()
     s = order_summary(right)
     assert s["n"] == len(kept) and s["order"] == 1.0 and s["order_lo"] < 1.0 == s["order_hi"]
     s = order_summary(wrong)
     assert s["order"] == 0.0 and s["order_lo"] == 0.0 < s["order_hi"] and s["margin"] < 0
-    blind = first_step_order(Oracle(torch.zeros_like(scene_images(kept, 16))), enc, scenes, draws=2)
+    blind = first_step_order(Oracle(torch.zeros_like(drawn)), enc, scenes, draws=2)
     assert (blind["margin"].abs() < 1e-6).all() and not blind["correct"].any()
-    none = first_step_order(Oracle(scene_images(kept, 16)), enc, [s for s in scenes if s.category == "Colors"])
+    none = first_step_order(Oracle(drawn), enc, [s for s in scenes if s.category == "Colors"])
     assert len(none) == 0 and order_summary(none)["n"] == 0 and math.isnan(order_summary(none)["order"])
 
 

@@ -118,16 +118,25 @@ def scene_caption(scene: Scene) -> str:
     return " and ".join(parts)
 
 
+def positional_relations(relations=None) -> tuple[str, ...]:
+    """The relations a Positional scene draws from: ``relations`` (a non-empty subset of ``RELATIONS``), or
+    all four when None."""
+    if relations is None:
+        return RELATIONS
+    if not relations or set(relations) - set(RELATIONS):
+        raise ValueError(f"relations must be a non-empty subset of {list(RELATIONS)}, got {list(relations)}")
+    return tuple(relations)
+
+
 def sample_scene(rng: random.Random, category: str | None = None, mix: dict[str, float] | None = None,
-                 single_object: float = 0.6, relations: tuple[str, ...] = RELATIONS) -> Scene:
+                 single_object: float = 0.6, relations=None) -> Scene:
     """Draw a random scene (and its caption) from the shapes grammar.
 
     ``mix`` weights the categories when ``category`` is None (default ``CATEGORY_MIX``);
     ``single_object`` is the share of one-object scenes in Colors (the rest bind two colours);
-    ``relations`` are those a Positional scene draws from (a subset of ``RELATIONS``).
+    ``relations`` are those a Positional scene draws from (``positional_relations``; None: all four).
     """
-    if not relations or set(relations) - set(RELATIONS):
-        raise ValueError(f"relations must be a non-empty subset of {RELATIONS}, got {relations!r}")
+    relations = positional_relations(relations)
     if category is None:
         mix = mix or CATEGORY_MIX
         category = rng.choices(list(mix), weights=list(mix.values()))[0]
@@ -141,7 +150,7 @@ def sample_scene(rng: random.Random, category: str | None = None, mix: dict[str,
         objs = tuple(ShapeObject(shape, color, x, y, s) for x, y in pts)
         scene = Scene("Counting", objs, count=n)
     elif category == "Positional":
-        relation = rng.choice(tuple(relations))
+        relation = rng.choice(relations)
         while True:
             a = (rng.choice(shapes), rng.choice(colors))
             b = (rng.choice(shapes), rng.choice(colors))
