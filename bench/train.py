@@ -169,12 +169,14 @@ def _warm_start(model: torch.nn.Module, path: str) -> None:
     """``model`` initialised from the stage file ``path`` (the same architecture, or the same base
     without self-attention: ``grow_self_attention``)."""
     src, _ = load_stage(path)
-    if getattr(src.cfg, "coords", False) and not getattr(model.cfg, "coords", False):
-        raise ValueError(f"init_from {path}: a base with coordinate inputs; set arch.coords=true "
-                         f"(shipped_model.stages.0.arch.coords=true) to continue it")
-    if getattr(model.cfg, "coords", False) and not getattr(src.cfg, "coords", False):
-        src = add_coords(src)
-        log.info("coordinate inputs added to %s (zero weights: the same function at step 0)", path)
+    added = [k for k in ("coords", "coord_queries") if getattr(model.cfg, k, False) and not getattr(src.cfg, k, False)]
+    for k in ("coords", "coord_queries"):
+        if getattr(src.cfg, k, False) and not getattr(model.cfg, k, False):
+            raise ValueError(f"init_from {path}: a base with arch.{k}; set arch.{k}=true "
+                             f"(shipped_model.stages.0.arch.{k}=true) to continue it")
+    if added:
+        src = add_coords(src, added)
+        log.info("%s added to %s (zero weights: the same function at step 0)", " and ".join(added), path)
     if getattr(model.cfg, "self_attention", False) and not src.cfg.self_attention:
         grow_self_attention(src, model)
         log.info("initialised from %s, self-attention added (zero output: the same function at step 0)", path)
@@ -183,13 +185,18 @@ def _warm_start(model: torch.nn.Module, path: str) -> None:
     log.info("initialised from %s", path)
 
 
-def add_coords(src: torch.nn.Module) -> torch.nn.Module:
-    """The same base with coordinate inputs (``arch.coords``), their stem weights zero: the same function."""
-    dst = build_stage("base", {**src.cfg.__dict__, "coords": True})
+def add_coords(src: torch.nn.Module, added=("coords",)) -> torch.nn.Module:
+    """The same base with coordinate inputs (``arch.coords``: their stem weights zero) and / or coordinate
+    queries (``arch.coord_queries``: each cross-attention's ``q_pos``, as initialised, its last layer
+    zero): the same function."""
+    dst = build_stage("base", {**src.cfg.__dict__, **{k: True for k in added}})
     state = src.state_dict()
-    w = state["stem.weight"]
-    state["stem.weight"] = torch.cat([w, w.new_zeros(w.shape[0], 2, *w.shape[2:])], dim=1)
-    dst.load_state_dict(state, strict=True)
+    if "coords" in added:
+        w = state["stem.weight"]
+        state["stem.weight"] = torch.cat([w, w.new_zeros(w.shape[0], 2, *w.shape[2:])], dim=1)
+    missing, unexpected = dst.load_state_dict(state, strict=False)
+    if unexpected or any(".q_pos." not in k for k in missing):
+        raise ValueError(f"add_coords: unexpected {unexpected}, missing {missing}")
     return dst
 
 

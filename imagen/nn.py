@@ -42,15 +42,28 @@ class ResBlock(nn.Module):
         return h + self.skip(x)
 
 
+def coord_grid(h: int, w: int, device=None, dtype=None) -> torch.Tensor:
+    """(2, h, w): the pixel centres' x (growing to the right) and y (growing downwards) in [-1, 1]."""
+    ys = torch.linspace(-1 + 1 / h, 1 - 1 / h, h, device=device, dtype=dtype)
+    xs = torch.linspace(-1 + 1 / w, 1 - 1 / w, w, device=device, dtype=dtype)
+    return torch.stack(torch.meshgrid(xs, ys, indexing="xy"))
+
+
 class Attention(nn.Module):
     """Multi-head attention from image positions to a context.
 
     With ``context=None`` it is self-attention; Imagen's base U-Net concatenates the text
     tokens to the self-attention keys/values, here the text path is a separate
     cross-attention layer (``CrossAttention``) for clarity.
+
+    ``coord_queries`` (not in the paper) adds to each query a small MLP of the pixel's (x, y)
+    (``coord_grid``), its last layer zero so that it starts as the same function: where the caption
+    names a place ("to the left of"), which token a pixel reads can depend on where the pixel is,
+    not only on the (near-noise, at t ~ 1) features there.
     """
 
-    def __init__(self, channels: int, context_dim: int | None = None, heads: int = 4):
+    def __init__(self, channels: int, context_dim: int | None = None, heads: int = 4,
+                 coord_queries: bool = False):
         super().__init__()
         self.heads = heads
         self.is_cross = context_dim is not None
@@ -60,13 +73,25 @@ class Attention(nn.Module):
         self.out = nn.Linear(channels, channels)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
+        self.q_pos = None
+        if coord_queries:
+            self.q_pos = nn.Sequential(nn.Linear(2, channels), nn.SiLU(), nn.Linear(channels, channels))
+            nn.init.zeros_(self.q_pos[-1].weight)
+            nn.init.zeros_(self.q_pos[-1].bias)
+
+    def queries(self, tokens: torch.Tensor, h: int, w: int) -> torch.Tensor:
+        """(b, hw, c): the queries of the normed positions ``tokens``, plus their place (``coord_queries``)."""
+        q = self.q(tokens)
+        if self.q_pos is not None:
+            q = q + self.q_pos(coord_grid(h, w, tokens.device, tokens.dtype).flatten(1).T)
+        return q
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None,
                 context_mask: torch.Tensor | None = None) -> torch.Tensor:
         b, c, h, w = x.shape
         tokens = self.norm(x).flatten(2).transpose(1, 2)  # (b, hw, c)
         ctx = tokens if context is None else context
-        q = self.q(tokens).view(b, -1, self.heads, c // self.heads).transpose(1, 2)
+        q = self.queries(tokens, h, w).view(b, -1, self.heads, c // self.heads).transpose(1, 2)
         k, v = self.kv(ctx).view(b, ctx.shape[1], 2, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
         mask = None if context_mask is None else context_mask[:, None, None, :].bool()
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)

@@ -9,6 +9,8 @@ timestep embedding. Classifier-free guidance needs an unconditional model too: r
 (CoordConv, Liu et al. 2018): a convolutional U-Net knows where it is only from its zero padding, yet
 "a red circle to the left of a blue square" asks the near-noise input at t ~ 1 for a place-dependent
 output. With their stem weights at zero a base with coords computes what the same base without does.
+``coord_queries`` (not in the paper either) gives the cross-attention queries the same (x, y)
+directly (``Attention``), zero at the start as well.
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .nn import Attention, ResBlock, TextConditioning, TimeEmbedding, group_norm
+from .nn import Attention, ResBlock, TextConditioning, TimeEmbedding, coord_grid, group_norm
 
 
 @dataclass
@@ -32,6 +34,7 @@ class UNetConfig:
     heads: int = 4
     self_attention: bool = False
     coords: bool = False
+    coord_queries: bool = False
 
 
 def null_text_tokens(model: nn.Module, tokens: torch.Tensor, mask: torch.Tensor,
@@ -51,9 +54,7 @@ def null_text_tokens(model: nn.Module, tokens: torch.Tensor, mask: torch.Tensor,
 def with_coords(x: torch.Tensor) -> torch.Tensor:
     """``x`` (B, C, H, W) with two more channels: the pixel centres' x and y in [-1, 1]."""
     b, _, h, w = x.shape
-    ys = torch.linspace(-1 + 1 / h, 1 - 1 / h, h, device=x.device, dtype=x.dtype)
-    xs = torch.linspace(-1 + 1 / w, 1 - 1 / w, w, device=x.device, dtype=x.dtype)
-    grid = torch.stack(torch.meshgrid(xs, ys, indexing="xy"))           # (2, H, W): x, y
+    grid = coord_grid(h, w, x.device, x.dtype)           # (2, H, W): x, y
     return torch.cat([x, grid.expand(b, -1, -1, -1)], dim=1)
 
 
@@ -102,7 +103,7 @@ class BaseUNet(nn.Module):
         if res in self.cfg.attn_resolutions or force_attn:
             if self.cfg.self_attention:
                 layers.append(Attention(c_out, None, self.cfg.heads))
-            layers.append(Attention(c_out, self.cfg.channels[-1], self.cfg.heads))
+            layers.append(Attention(c_out, self.cfg.channels[-1], self.cfg.heads, self.cfg.coord_queries))
         return layers
 
     def _run(self, block: nn.ModuleList, h, emb, ctx, ctx_mask):

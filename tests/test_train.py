@@ -297,6 +297,37 @@ def test_a_base_gains_coordinate_inputs_and_computes_the_same_function(tmp_path)
             assert not torch.allclose(model(x, t, tokens, mask), src(x, t, tokens, mask), atol=1e-3)
 
 
+def test_a_base_gains_coordinate_queries_and_computes_the_same_function(tmp_path):
+    from bench.train import build_models
+    from imagen.checkpoint import build_stage, save_stage
+
+    torch.manual_seed(0)
+    src = _jittered(build_stage("base", {**TINY, "coords": True}))
+    save_stage(src, tmp_path / "ema.safetensors", "base", prediction="v", image_size=16, lowres_size=0)
+    src, _ = load_stage(tmp_path / "ema.safetensors")
+    x, t = torch.randn(2, 3, 16, 16), torch.tensor([0.3, 0.97])
+    tokens, mask = torch.randn(2, 5, 384), torch.ones(2, 5, dtype=torch.long)
+    arch = {**TINY, "coords": True, "coord_queries": True}
+    model, _ = build_models(Recipe(stage="base", arch=arch, image_size=16,
+                                   init_from=str(tmp_path / "ema.safetensors")), 0, torch.device("cpu"))
+    cross = [m for m in model.modules() if getattr(m, "is_cross", False)]
+    assert cross and all(m.q_pos is not None for m in cross)
+    with torch.no_grad():
+        assert torch.allclose(model(x, t, tokens, mask), src(x, t, tokens, mask), atol=1e-5)
+        for m in cross:                       # attention that has learnt to read the caption
+            m.kv.weight.normal_(std=1.0)
+            m.out.weight.normal_(std=1.0)
+        before = model(x, t, tokens, mask)
+        for m in cross:                       # once trained, which token a pixel reads depends on its place
+            m.q_pos[-1].weight.normal_(std=5.0)
+        assert not torch.allclose(model(x, t, tokens, mask), before, atol=1e-3)
+    # and a base with coordinate queries is not continued by one without them
+    save_stage(model, tmp_path / "cq.safetensors", "base", prediction="v", image_size=16, lowres_size=0)
+    with pytest.raises(ValueError, match="coord_queries"):
+        build_models(Recipe(stage="base", arch={**TINY, "coords": True}, image_size=16,
+                            init_from=str(tmp_path / "cq.safetensors")), 0, torch.device("cpu"))
+
+
 def test_render_kinds_labels_each_pixel_with_the_object_drawn_there():
     import random
 
