@@ -45,7 +45,7 @@ import torch
 from safetensors.torch import load_file
 
 from bench.cli import missing_arguments
-from bench.first_step import first_step_order, order_summary
+from bench.first_step import first_step_order, order_by_relation, order_summary
 from bench.scene_kinds import KindHead, head_binding, kind_maps
 from bench.shapes import binding_swap, sample_scene, swapped_scene
 from bench.train import row_mse, scene_images, stage_of
@@ -182,8 +182,8 @@ def main() -> None:
             model, enc = load(cfg.checkpoint, OmegaConf.to_container(cfg.text_encoder, resolve=True), cfg.ema)
             scenes = probe_scenes(cfg.n, cfg.seed)
             table = measure(model, enc, scenes, cfg.seed)
-            order = order_summary(first_step_order(stage_of(model), enc, scenes, cfg.order_t, cfg.order_w,
-                                                   cfg.order_draws, cfg.seed))
+            rows = first_step_order(stage_of(model), enc, scenes, cfg.order_t, cfg.order_w, cfg.order_draws, cfg.seed)
+            order = order_summary(rows)
         except (CheckpointError, ValueError, OSError) as e:
             print(f"bench.binding_gap: {e}", file=sys.stderr)
             sys.exit(2)
@@ -192,6 +192,9 @@ def main() -> None:
         print(f"first step (bench.first_step; Positional, pure noise at t = {cfg.order_t}, w = {cfg.order_w}): "
               f"order {order['order']:.3f} ({order['order_lo']:.3f}-{order['order_hi']:.3f}) of {order['n']} "
               f"scenes, margin {order['margin']:.4f}")
+        for r in order_by_relation(rows).itertuples():
+            print(f"  {r.relation}: order {r.order:.3f} ({r.order_lo:.3f}-{r.order_hi:.3f}) of {r.n}, "
+                  f"margin {r.margin:.4f}")
         if cfg.out:
             table.to_csv(cfg.out, index=False)
             print(f"written: {cfg.out}")

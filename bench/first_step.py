@@ -20,7 +20,7 @@ import pandas as pd
 import torch
 from scipy.stats import binomtest
 
-from bench.shapes.scene import BACKGROUND, COLORS, Scene
+from bench.shapes.scene import BACKGROUND, COLORS, RELATIONS, Scene
 from imagen.guidance import guide
 from imagen.schedule import to_x0_eps
 
@@ -59,7 +59,7 @@ def first_step_order(model: torch.nn.Module, enc, scenes: list, t: float = 0.97,
     """One row per Positional scene with two colours: caption, margin, correct (module docstring)."""
     scenes = order_scenes(scenes)
     if not scenes:
-        return pd.DataFrame({"caption": [], "margin": [], "correct": []})
+        return pd.DataFrame({"caption": [], "relation": [], "margin": [], "correct": []})
     tokens, n, size = enc.encode([s.caption for s in scenes]), len(scenes), model.cfg.image_size
     g, tt, every = torch.Generator().manual_seed(seed), torch.full((n,), float(t)), torch.ones(n, dtype=torch.bool)
     x0 = torch.zeros(n, 3, size, size)
@@ -68,8 +68,8 @@ def first_step_order(model: torch.nn.Module, enc, scenes: list, t: float = 0.97,
         v = guide(model(x_t, tt, *tokens), model(x_t, tt, *tokens, drop_text=every), w)
         x0 += to_x0_eps(v, x_t, tt, "v")[0] / draws
     margins = [order_margin(s, x) for s, x in zip(scenes, x0)]
-    return pd.DataFrame({"caption": [s.caption for s in scenes], "margin": margins,
-                         "correct": [m > TIE for m in margins]})
+    return pd.DataFrame({"caption": [s.caption for s in scenes], "relation": [s.relation for s in scenes],
+                         "margin": margins, "correct": [m > TIE for m in margins]})
 
 
 def order_summary(rows: pd.DataFrame) -> dict:
@@ -79,3 +79,10 @@ def order_summary(rows: pd.DataFrame) -> dict:
     lo, hi = (float(ci.low), float(ci.high)) if ci else (float("nan"), float("nan"))
     return {"n": n, "order": k / n if n else float("nan"), "order_lo": lo, "order_hi": hi,
             "margin": float(rows["margin"].mean())}
+
+
+def order_by_relation(rows: pd.DataFrame) -> pd.DataFrame:
+    """``order_summary`` per relation (one row each, in the order of ``RELATIONS``): a base that
+    has learnt "left of" but not yet "above" shows it here, not in the pooled share."""
+    present = [r for r in RELATIONS if r in set(rows["relation"])]
+    return pd.DataFrame([{"relation": r, **order_summary(rows[rows["relation"] == r])} for r in present])

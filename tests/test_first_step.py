@@ -8,7 +8,7 @@ import torch
 from test_binding_gap import CaptionIds, Oracle
 
 from bench.binding_gap import probe_scenes
-from bench.first_step import first_step_order, order_margin, order_scenes, order_summary
+from bench.first_step import first_step_order, order_by_relation, order_margin, order_scenes, order_summary
 from bench.shapes import swapped_scene
 from bench.train import scene_images
 
@@ -40,6 +40,10 @@ def test_a_model_that_draws_the_scene_is_in_order_and_one_that_mirrors_it_is_not
     assert s["n"] == len(kept) and s["order"] == 1.0 and s["order_lo"] < 1.0 == s["order_hi"]
     s = order_summary(wrong)
     assert s["order"] == 0.0 and s["order_lo"] == 0.0 < s["order_hi"] and s["margin"] < 0
+    assert list(right["relation"]) == [s.relation for s in kept]
+    by = order_by_relation(wrong.assign(correct=[s.relation == "above" for s in kept]))
+    assert set(by["relation"]) == {s.relation for s in kept}
+    assert by["n"].sum() == len(kept) and (by["order"] == (by["relation"] == "above")).all()
     blind = first_step_order(Oracle(torch.zeros_like(drawn)), enc, scenes, draws=2)
     assert (blind["margin"].abs() < 1e-6).all() and not blind["correct"].any()
     none = first_step_order(Oracle(drawn), enc, [s for s in scenes if s.category == "Colors"])
@@ -61,3 +65,6 @@ def test_the_command_prints_the_first_step_after_the_binding_gap(tmp_path):
     assert len(line) == 1 and "t = 0.97, w = 3.0" in line[0]
     n = len(order_scenes(probe_scenes(16, seed=0)))
     assert f"of {n} scenes" in line[0] and not math.isnan(float(line[0].split("order ")[1].split()[0]))
+    per = [x.strip().split(":")[0] for x in p.stdout.splitlines() if x.startswith("  ") and ": order " in x]
+    kept = order_scenes(probe_scenes(16, seed=0))
+    assert per and set(per) == {s.relation for s in kept}
