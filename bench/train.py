@@ -166,8 +166,8 @@ def focus_times(t: torch.Tensor, recipe: Recipe, g: torch.Generator) -> torch.Te
 
 
 def _warm_start(model: torch.nn.Module, path: str) -> None:
-    """``model`` initialised from the stage file ``path`` (the same architecture, or the same base
-    without self-attention: ``grow_self_attention``)."""
+    """``model`` initialised from the stage file ``path`` (the same architecture, or the same base without
+    coordinate inputs or queries, ``add_coords``, or without self-attention, ``grow_self_attention``)."""
     src, _ = load_stage(path)
     added = [k for k in ("coords", "coord_queries") if getattr(model.cfg, k, False) and not getattr(src.cfg, k, False)]
     for k in ("coords", "coord_queries"):
