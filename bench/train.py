@@ -169,11 +169,14 @@ def _warm_start(model: torch.nn.Module, path: str) -> None:
     """``model`` initialised from the stage file ``path`` (the same architecture, or the same base without
     coordinate inputs or queries, ``add_coords``, or without self-attention, ``grow_self_attention``)."""
     src, _ = load_stage(path)
-    added = [k for k in ("coords", "coord_queries") if getattr(model.cfg, k, False) and not getattr(src.cfg, k, False)]
+    added = []
     for k in ("coords", "coord_queries"):
-        if getattr(src.cfg, k, False) and not getattr(model.cfg, k, False):
+        has, wants = getattr(src.cfg, k, False), getattr(model.cfg, k, False)
+        if has and not wants:
             raise ValueError(f"init_from {path}: a base with arch.{k}; set arch.{k}=true "
                              f"(shipped_model.stages.0.arch.{k}=true) to continue it")
+        if wants and not has:
+            added.append(k)
     if added:
         src = add_coords(src, added)
         log.info("%s added to %s (zero weights: the same function at step 0)", " and ".join(added), path)
@@ -185,7 +188,7 @@ def _warm_start(model: torch.nn.Module, path: str) -> None:
     log.info("initialised from %s", path)
 
 
-def add_coords(src: torch.nn.Module, added=("coords",)) -> torch.nn.Module:
+def add_coords(src: torch.nn.Module, added: list[str]) -> torch.nn.Module:
     """The same base with coordinate inputs (``arch.coords``: their stem weights zero) and / or coordinate
     queries (``arch.coord_queries``: each cross-attention's ``q_pos``, as initialised, its last layer
     zero): the same function."""
