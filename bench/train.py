@@ -91,6 +91,10 @@ class Recipe:
     text_lr_scale: float = 1.0
     # warm start: a stage file (ema.safetensors) whose weights initialise model and EMA
     init_from: str | None = None
+    # the next phase of a curriculum: another run's train_state.safetensors (model, EMA, AdamW moments,
+    # kind head, step count) this run starts from when its out_dir holds no state of its own; `steps`
+    # counts on from that run's. init_from is then not read.
+    continue_from: str | None = None
 
     def __post_init__(self) -> None:
         if self.binding_contrast > 0 and self.stage != "base":
@@ -228,7 +232,7 @@ def build_models(recipe: Recipe, seed: int, dev: torch.device) -> tuple[torch.nn
     torch.manual_seed(seed)   # initial weights
     model = build_stage(recipe.stage, recipe.arch)
     ema = build_stage(recipe.stage, recipe.arch).requires_grad_(False)
-    if recipe.init_from:
+    if recipe.init_from and not recipe.continue_from:
         _warm_start(model, recipe.init_from)
     if recipe.scene_kinds > 0:
         model, ema = KindHead(model), KindHead(ema).requires_grad_(False)
@@ -371,7 +375,8 @@ def train(recipe: Recipe, out_dir: str | Path, seed: int = 0, device: str = "aut
                    train_steps=step, seed=seed, params=n_params, recipe=recipe.__dict__)
 
     core = Trainer(model, opt, out, meta, ema=ema, ema_decay=recipe.ema_decay, grad_clip=recipe.grad_clip)
-    core.run(Loop(recipe.steps, ckpt_every, max_minutes, desc=f"train {recipe.stage}"),
+    core.run(Loop(recipe.steps, ckpt_every, max_minutes, desc=f"train {recipe.stage}",
+                  continue_from=recipe.continue_from),
              loss_at=lambda step: diffusion_loss(model, enc, recipe, seed, step, dev),
              lr_at=lambda step: warmup_lr(recipe.lr, step, recipe.warmup), on_save=save_ema)
     return out / "ema.safetensors"

@@ -179,6 +179,7 @@ class Loop:
     ckpt_every: int = 100
     max_minutes: float | None = None   # wall time of this process, then save and stop
     desc: str = "train"
+    continue_from: str | Path | None = None   # another run's state, read when this run has none
 
 
 OnSave = Callable[[int, float, bool], None]   # (steps done, training seconds, final) -> None
@@ -197,12 +198,21 @@ class Trainer:
         self.state_file = self.state_dir / STATE_FILE
         self.loss_log = LossLog(self.state_dir / LOSS_FILE)
 
-    def resume(self) -> int:
-        """Load ``train_state.safetensors`` if there is one; returns the step to start from."""
+    def resume(self, continue_from: str | Path | None = None, loop_steps: int = 0) -> int:
+        """Load ``train_state.safetensors`` if there is one, else the ``continue_from`` state (another
+        run's: the next phase of a curriculum) if given; returns the step to start from."""
         start = 0
         if self.state_file.exists():
             start = load_state(load_file(str(self.state_file)), self.model, self.opt, self.ema)
             log.info("resumed from %s at step %d", self.state_file, start)
+        elif continue_from is not None:
+            if not Path(continue_from).is_file():
+                raise FileNotFoundError(f"continue_from {continue_from}: no such train state (run the phase before first)")
+            start = load_state(load_file(str(continue_from)), self.model, self.opt, self.ema)
+            log.info("continued from %s at step %d", continue_from, start)
+            if start >= loop_steps:
+                raise ValueError(f"continue_from {continue_from} is at step {start}; this phase's steps "
+                                 f"({loop_steps}) count on from there, so they must be more")
         self.loss_log.restart(start)
         return start
 
@@ -227,7 +237,7 @@ class Trainer:
     def run(self, loop: Loop, loss_at: Callable[[int], torch.Tensor], lr_at: Callable[[int], float],
             on_save: OnSave | None = None, postfix: Callable[[], dict[str, str]] | None = None) -> int:
         """Resume, then train steps up to ``loop.steps``; returns the number of steps done."""
-        start = self.resume()
+        start = self.resume(loop.continue_from, loop.steps)
         t0 = time.time()
         bar = tqdm(range(start, loop.steps), initial=start, total=loop.steps, desc=loop.desc, dynamic_ncols=True)
         done = start

@@ -474,3 +474,32 @@ def test_relations_restrict_positional_scenes_and_default_keeps_the_data():
         Recipe(stage="base", arch=TINY, image_size=16, relations=["beside"])
     with pytest.raises(ValueError, match="relations"):
         Recipe(stage="base", arch=TINY, image_size=16, relations=[])
+
+
+def test_continue_from_starts_the_next_phase_from_the_last_ones_state(tmp_path):
+    from dataclasses import replace
+
+    torch.set_num_threads(1)
+    enc = {"kind": "minilm", "max_length": 16}
+    straight, first, second = tmp_path / "straight", tmp_path / "first", tmp_path / "second"
+    train(_recipe(4), straight, ckpt_every=2, text_encoder_cfg=enc)
+    train(_recipe(2), first, ckpt_every=2, text_encoder_cfg=enc)
+    # the next phase, in its own directory: weights, EMA, Adam moments and step from the first; init_from unread
+    phase = replace(_recipe(4), continue_from=str(first / "train_state.safetensors"), init_from=str(tmp_path / "none"))
+    train(phase, second, ckpt_every=2, text_encoder_cfg=enc)
+    a, b = _weights(straight), _weights(second)
+    assert a.keys() == b.keys() and int(b["step"]) == 4
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert [line.split(",")[0] for line in (second / "loss.csv").read_text().splitlines()] == ["2", "3"]
+    train(phase, second, ckpt_every=2, text_encoder_cfg=enc)          # its own state first: nothing left to do
+    assert torch.equal(_weights(second)["step"], b["step"])
+    # a different recipe from there (the curriculum's point): the phase trains on, from step 2
+    other = replace(phase, category_mix={"Colors": 0, "Counting": 0, "Positional": 1.0})
+    train(other, tmp_path / "other", ckpt_every=2, text_encoder_cfg=enc)
+    c = _weights(tmp_path / "other")
+    assert int(c["step"]) == 4 and not torch.equal(c["model.out.weight"], a["model.out.weight"])
+    with pytest.raises(FileNotFoundError, match="run the phase before first"):
+        train(replace(phase, continue_from=str(tmp_path / "missing.safetensors")), tmp_path / "x",
+              text_encoder_cfg=enc)
+    with pytest.raises(ValueError, match="count on from there"):
+        train(replace(phase, steps=2), tmp_path / "y", text_encoder_cfg=enc)
