@@ -48,7 +48,7 @@ benchmark: setup
 
 # the base's layout curriculum (conf/recipe/base_layout*.yaml, README "The layout curriculum"; not shipped):
 # six runs from the shipped base, coordinate inputs and queries added, each continuing the last one's train
-# state; each resumes from its own checkpoint when run again. About 70 min on 2 cores with AVX-512.
+# state; each resumes from its own checkpoint when run again. About 75 min on 2 cores with AVX-512.
 LAYOUT_DIR ?= runs/layout
 LAYOUT := $(PY) -m bench.train shipped_model.stages.0.arch.coords=true shipped_model.stages.0.arch.coord_queries=true
 train-layout: setup
