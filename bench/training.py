@@ -201,17 +201,15 @@ class Trainer:
     def resume(self, continue_from: str | Path | None = None, loop_steps: int = 0) -> int:
         """Load ``train_state.safetensors`` if there is one, else the ``continue_from`` state (another
         run's: the next phase of a curriculum) if given; returns the step to start from."""
-        start = 0
-        if self.state_file.exists():
-            start = load_state(load_file(str(self.state_file)), self.model, self.opt, self.ema)
-            log.info("resumed from %s at step %d", self.state_file, start)
-        elif continue_from is not None:
-            if not Path(continue_from).is_file():
-                raise FileNotFoundError(f"continue_from {continue_from}: no such train state (run the phase before first)")
-            start = load_state(load_file(str(continue_from)), self.model, self.opt, self.ema)
-            log.info("continued from %s at step %d", continue_from, start)
-            if start >= loop_steps:
-                raise ValueError(f"continue_from {continue_from} is at step {start}; this phase's steps "
+        own = self.state_file.exists()
+        source, start = (self.state_file if own else continue_from), 0
+        if source is not None:
+            if not own and not Path(source).is_file():
+                raise FileNotFoundError(f"continue_from {source}: no such train state (run the phase before first)")
+            start = load_state(load_file(str(source)), self.model, self.opt, self.ema)
+            log.info("%s from %s at step %d", "resumed" if own else "continued", source, start)
+            if not own and start >= loop_steps:
+                raise ValueError(f"continue_from {source} is at step {start}; this phase's steps "
                                  f"({loop_steps}) count on from there, so they must be more")
         self.loss_log.restart(start)
         return start
