@@ -47,8 +47,8 @@ benchmark: setup
 	$(PY) benchmarks/run.py
 
 # the base's layout curriculum (conf/recipe/base_layout*.yaml, README "The layout curriculum"; not shipped):
-# six runs from the shipped base, coordinate inputs and queries added, each continuing the last one's train
-# state; each resumes from its own checkpoint when run again. About 75 min on 2 cores with AVX-512.
+# seven runs from the shipped base, coordinate inputs and queries added, each continuing the last one's train
+# state; each resumes from its own checkpoint when run again. About 90 min on 2 cores with AVX-512.
 LAYOUT_DIR ?= runs/layout
 LAYOUT := $(PY) -m bench.train shipped_model.stages.0.arch.coords=true shipped_model.stages.0.arch.coord_queries=true
 train-layout: setup
@@ -63,6 +63,8 @@ train-layout: setup
 	  recipe.continue_from=$(LAYOUT_DIR)/4_above/train_state.safetensors
 	$(LAYOUT) recipe=base_layout out_dir=$(LAYOUT_DIR)/6_mix recipe.steps=6000 \
 	  recipe.continue_from=$(LAYOUT_DIR)/5_four/train_state.safetensors
+	$(LAYOUT) recipe=base_layout_colors out_dir=$(LAYOUT_DIR)/7_colors \
+	  recipe.continue_from=$(LAYOUT_DIR)/6_mix/train_state.safetensors
 
 clean:
 	rm -rf $(VENV)

@@ -22,7 +22,8 @@ from typing import Any
 import torch
 
 from bench.scene_kinds import KindHead, kind_loss, kind_maps
-from bench.shapes import binding_swap, positional_relations, render_batch, sample_scene, swapped_scene
+from bench.shapes import (EXCHANGES, binding_swap, positional_relations, reading_order, render_batch,
+                          sample_scene, swapped_scene)
 from bench.training import Loop, Trainer, setup, warmup_lr
 from imagen.checkpoint import build_stage, load_stage, save_stage
 from imagen.schedule import alpha_sigma, q_sample, training_target
@@ -53,6 +54,9 @@ class Recipe:
     # Positional scenes' relations (null: all four). A curriculum: one relation first ("left of": the first
     # noun's colour goes left), then all four (README "Positional in two phases")
     relations: list[str] | None = None
+    # two-object Colors captions in reading order (bench.shapes.reading_order: the object further left
+    # named first), so "A and B" places its nouns as "A to the left of B" does (false: either order)
+    colors_in_reading_order: bool = False
     # loss: "none" (plain MSE on the target) or "min_snr" (Hang et al. 2023, weight min(SNR, gamma))
     loss_weighting: str = "none"
     min_snr_gamma: float = 5.0
@@ -78,6 +82,9 @@ class Recipe:
     # The twins replace the second half's own scenes, so the batch holds fewer one-object and Counting
     # scenes than category_mix says (base_bind: Counting about 6% of rows, not 10%).
     binding_twins: bool = False
+    # ... exchanging colours (the binding's colour differs where each object sits) or shapes first
+    # (colours and places stay: the twins' x_t agree where x_t shows colours but not yet shapes)
+    twin_exchange: str = "colors"
     # scene kinds: weight of a per-pixel cross-entropy, from the base's last features through a
     # training-only head, on which (colour, shape) kind of x0 covers each pixel, on rows with their
     # caption (bench.scene_kinds; 0: off). ema.safetensors keeps the U-Net alone.
@@ -102,6 +109,8 @@ class Recipe:
         if (self.pooled_drop > 0 or self.binding_twins or self.scene_kinds > 0 or self.text_lr_scale != 1) \
                 and self.stage != "base":
             raise ValueError("recipe.pooled_drop, binding_twins, scene_kinds and text_lr_scale are for the base stage")
+        if self.twin_exchange not in EXCHANGES:
+            raise ValueError(f"recipe.twin_exchange must be one of {EXCHANGES}, not {self.twin_exchange!r}")
         try:
             positional_relations(self.relations)
         except ValueError as e:
@@ -109,10 +118,11 @@ class Recipe:
 
 
 def batch_scenes(seed: int, step: int, batch: int, mix: dict | None = None, single_object: float = 0.6,
-                 relations: list | None = None) -> list:
+                 relations: list | None = None, colors_in_reading_order: bool = False) -> list:
     """The scenes of one step (keyed by seed and step)."""
     rng, relations = random.Random(f"{seed}:{step}"), positional_relations(relations)
-    return [sample_scene(rng, mix=mix, single_object=single_object, relations=relations) for _ in range(batch)]
+    scenes = [sample_scene(rng, mix=mix, single_object=single_object, relations=relations) for _ in range(batch)]
+    return [reading_order(s) for s in scenes] if colors_in_reading_order else scenes
 
 
 def scene_images(scenes: list, size: int) -> torch.Tensor:
@@ -127,13 +137,13 @@ def shapes_batch(seed: int, step: int, batch: int, size: int, lowres: int = 0,
     return [s.caption for s in scenes], scene_images(scenes, size), scene_images(scenes, lowres) if lowres else None
 
 
-def with_twins(scenes: list, step: int) -> tuple[list, torch.Tensor]:
+def with_twins(scenes: list, step: int, exchange: str = "colors") -> tuple[list, torch.Tensor]:
     """``scenes`` with row half + i replaced by the swapped twin of row i (where one exists), and each
     row's source row (its own index, or its twin's) to share t, noise and text drop with."""
     half = len(scenes) // 2
     scenes, source = list(scenes), torch.arange(len(scenes))
     for i in range(half):
-        twin = swapped_scene(scenes[i], flip_relation=(i + step) % 2 == 0)
+        twin = swapped_scene(scenes[i], flip_relation=(i + step) % 2 == 0, exchange=exchange)
         if twin is not None:
             scenes[half + i], source[half + i] = twin, i
     return scenes, source
@@ -286,10 +296,10 @@ def diffusion_loss(model: torch.nn.Module, enc: TextEncoder, recipe: Recipe, see
     """The (weighted) diffusion loss of one step, with the recipe's extra terms; data, times, noise and
     drops keyed by (seed, step)."""
     scenes = batch_scenes(seed, step, recipe.batch_size, recipe.category_mix, recipe.single_object,
-                          recipe.relations)
+                          recipe.relations, recipe.colors_in_reading_order)
     source = None
     if recipe.binding_twins:
-        scenes, source = with_twins(scenes, step)
+        scenes, source = with_twins(scenes, step, recipe.twin_exchange)
     x0 = scene_images(scenes, recipe.image_size)
     lowres = scene_images(scenes, recipe.lowres_size) if recipe.lowres_size else None
     tokens, mask = enc.encode([s.caption for s in scenes])

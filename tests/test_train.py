@@ -504,3 +504,32 @@ def test_continue_from_starts_the_next_phase_from_the_last_ones_state(tmp_path):
               text_encoder_cfg=enc)
     with pytest.raises(ValueError, match="count on from there"):
         train(replace(phase, steps=2), tmp_path / "y", text_encoder_cfg=enc)
+
+
+def test_colors_in_reading_order_name_the_left_object_first_and_leave_the_images():
+    from bench.shapes import reading_order
+    from bench.train import batch_scenes
+
+    mix = {"Colors": 0.6, "Counting": 0.2, "Positional": 0.2}
+    plain, ordered = batch_scenes(0, 9, 64, mix, 0.0), batch_scenes(0, 9, 64, mix, 0.0, None, True)
+    swapped = 0
+    for p, o in zip(plain, ordered):
+        assert sorted(p.objects, key=lambda x: x.cx) == sorted(o.objects, key=lambda x: x.cx)   # same image
+        if p.category == "Colors" and len(p.objects) == 2:
+            assert o.objects[0].cx <= o.objects[1].cx
+            assert o.caption.split(" and ")[0].endswith(f"{o.objects[0].color} {o.objects[0].shape}")
+            swapped += p.caption != o.caption
+        else:
+            assert o == p and reading_order(p) is p
+    assert swapped > 0   # about half of the two-object Colors scenes were named right to left
+
+
+def test_twin_exchange_is_colors_or_shapes():
+    from bench.train import Recipe, with_twins, batch_scenes
+
+    with pytest.raises(ValueError, match="twin_exchange"):
+        Recipe(binding_twins=True, twin_exchange="sizes")
+    scenes, source = with_twins(batch_scenes(0, 3, 16, {"Colors": 1.0}, 0.0), 3, "shapes")
+    for j in [j for j in range(8, 16) if source[j] != j]:
+        a, b = scenes[j - 8].objects, scenes[j].objects
+        assert [o.color for o in a] == [o.color for o in b] and [o.shape for o in a] == [o.shape for o in b][::-1]

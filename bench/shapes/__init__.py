@@ -1,8 +1,8 @@
 """The synthetic shapes domain: scenes, captions, renderer and exact scorer."""
-from .scene import (COLORS, KINDS, SHAPES, RELATIONS, Scene, ShapeObject, binding_swap, positional_relations,
-                    sample_scene, scene_caption, swapped_scene)
+from .scene import (COLORS, EXCHANGES, KINDS, SHAPES, RELATIONS, Scene, ShapeObject, binding_swap,
+                    positional_relations, reading_order, sample_scene, scene_caption, swapped_scene)
 from .render import render, render_batch, render_kinds
 
 __all__ = ["COLORS", "SHAPES", "RELATIONS", "Scene", "ShapeObject", "sample_scene", "scene_caption",
-           "render", "render_batch", "render_kinds", "KINDS", "binding_swap", "swapped_scene",
-           "positional_relations"]
+           "render", "render_batch", "render_kinds", "KINDS", "binding_swap", "swapped_scene", "EXCHANGES",
+           "positional_relations", "reading_order"]

@@ -176,29 +176,50 @@ def sample_scene(rng: random.Random, category: str | None = None, mix: dict[str,
     return Scene(scene.category, scene.objects, scene.relation, scene.count, scene_caption(scene))
 
 
-def binding_swap(scene: Scene, flip_relation: bool = True) -> str | None:
+EXCHANGES = ("colors", "shapes")
+
+
+def reading_order(scene: Scene) -> Scene:
+    """A two-object Colors scene captioned in reading order: the object further left named first (the
+    image is unchanged). "A and B" then says where each object goes as "A to the left of B" does, so a
+    base that binds a Positional caption's nouns to places can bind a Colors caption's the same way.
+    Any other scene is returned as it is."""
+    if scene.category != "Colors" or len(scene.objects) != 2 or scene.objects[0].cx <= scene.objects[1].cx:
+        return scene
+    ordered = replace(scene, objects=scene.objects[::-1])
+    return replace(ordered, caption=scene_caption(ordered))
+
+
+def binding_swap(scene: Scene, flip_relation: bool = True, exchange: str = "colors") -> str | None:
     """The caption of ``swapped_scene``: the same words bound differently, or None."""
-    swapped = swapped_scene(scene, flip_relation)
+    swapped = swapped_scene(scene, flip_relation, exchange)
     return None if swapped is None else swapped.caption
 
 
-def swapped_scene(scene: Scene, flip_relation: bool = True) -> Scene | None:
+def swapped_scene(scene: Scene, flip_relation: bool = True, exchange: str = "colors") -> Scene | None:
     """The scene whose caption has the same words bound differently, or None where none exists.
 
     Positional: the relation reversed (``flip_relation``; the objects exchange places, so the scene
     is true to its caption) or the two colours (else shapes) exchanged;
     two-object Colors: the colours exchanged, when the shapes differ ("a red circle and a blue circle"
     swapped describes the same images). One-object and Counting scenes bind nothing and give None.
+    ``exchange="shapes"`` exchanges the shapes first (colours and places stay, so the twins differ
+    only where a shape is drawn); a two-object Colors scene then needs both colours and shapes to differ.
     """
+    if exchange not in EXCHANGES:
+        raise ValueError(f"exchange must be one of {EXCHANGES}, not {exchange!r}")
     if len(scene.objects) != 2 or scene.category == "Counting":
         return None
     a, b = scene.objects
+    colors = (replace(a, color=b.color), replace(b, color=a.color)) if a.color != b.color else None
+    shapes = (replace(a, shape=b.shape), replace(b, shape=a.shape)) if a.shape != b.shape else None
+    first, second = (shapes, colors) if exchange == "shapes" else (colors, shapes)
     if scene.category == "Positional" and flip_relation:
         objects, relation = (replace(a, cx=b.cx, cy=b.cy), replace(b, cx=a.cx, cy=a.cy)), OPPOSITE[scene.relation]
-    elif a.color != b.color and (a.shape != b.shape or scene.category == "Positional"):
-        objects, relation = (replace(a, color=b.color), replace(b, color=a.color)), scene.relation
     elif scene.category == "Positional":
-        objects, relation = (replace(a, shape=b.shape), replace(b, shape=a.shape)), scene.relation
+        objects, relation = first or second or (a, b), scene.relation  # (a, b): both alike, nothing to exchange
+    elif colors and shapes:
+        objects, relation = first, scene.relation
     else:
         return None
     swapped = Scene(scene.category, objects, relation)
