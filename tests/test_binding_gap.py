@@ -206,12 +206,12 @@ def test_a_scene_kind_run_is_measured_with_its_head_live_or_ema(tmp_path):
 def test_a_shape_exchange_keeps_colours_and_places_and_is_true_to_its_caption():
     from bench.shapes import Scene, ShapeObject, scene_caption
     a, b = ShapeObject("circle", "red", 0.3, 0.5, 0.2), ShapeObject("square", "blue", 0.7, 0.5, 0.2)
-    scene = Scene("Colors", (a, b))
-    scene = Scene("Colors", (a, b), caption=scene_caption(scene))
+    scene = Scene("Colors", (a, b), caption=scene_caption(Scene("Colors", (a, b))))
     w = swapped_scene(scene, exchange="shapes")
     assert [(o.color, o.cx, o.cy) for o in w.objects] == [(o.color, o.cx, o.cy) for o in scene.objects]
     assert [o.shape for o in w.objects] == ["square", "circle"]
-    assert score(render_batch([w], 64)[0], w)["correct"] and not score(render_batch([w], 64)[0], scene)["correct"]
+    image = render_batch([w], 64)[0]
+    assert score(image, w)["correct"] and not score(image, scene)["correct"]
     assert swapped_scene(scene).objects[0].color == "blue"   # the default exchanges colours
     alike = Scene("Colors", (a, ShapeObject("square", "red", 0.7, 0.5, 0.2)))
     assert swapped_scene(alike, exchange="shapes") is None   # one colour: both bindings say the same
