@@ -47,12 +47,15 @@ benchmark: setup
 	$(PY) benchmarks/run.py
 
 # the base's layout curriculum (conf/recipe/base_layout*.yaml, README "The layout curriculum"; not shipped):
-# seven runs from the shipped base, coordinate inputs and queries added, each continuing the last one's train
-# state; each resumes from its own checkpoint when run again. About 90 min on 2 cores with AVX-512.
+# nine runs from the shipped base, coordinate inputs and queries added, each continuing the last one's train
+# state; each resumes from its own checkpoint when run again. 95-120 min on 2 cores with AVX-512. The same
+# chain from the control base: LAYOUT_FROM=checkpoints/base_random/ema.safetensors LAYOUT_ARGS=text_encoder.kind=random
 LAYOUT_DIR ?= runs/layout
-LAYOUT := $(PY) -m bench.train shipped_model.stages.0.arch.coords=true shipped_model.stages.0.arch.coord_queries=true
-train-layout: setup
-	$(LAYOUT) recipe=base_layout out_dir=$(LAYOUT_DIR)/1_mix
+LAYOUT_FROM ?= checkpoints/base/ema.safetensors
+LAYOUT_ARGS ?=
+LAYOUT := $(PY) -m bench.train shipped_model.stages.0.arch.coords=true shipped_model.stages.0.arch.coord_queries=true $(LAYOUT_ARGS)
+train-layout: setup $(LAYOUT_FROM)
+	$(LAYOUT) recipe=base_layout out_dir=$(LAYOUT_DIR)/1_mix recipe.init_from=$(LAYOUT_FROM)
 	$(LAYOUT) recipe=base_layout_order out_dir=$(LAYOUT_DIR)/2_left 'recipe.relations=[left of]' recipe.steps=2700 \
 	  recipe.continue_from=$(LAYOUT_DIR)/1_mix/train_state.safetensors
 	$(LAYOUT) recipe=base_layout_order out_dir=$(LAYOUT_DIR)/3_four recipe.steps=3500 \
@@ -65,6 +68,12 @@ train-layout: setup
 	  recipe.continue_from=$(LAYOUT_DIR)/5_four/train_state.safetensors
 	$(LAYOUT) recipe=base_layout_colors out_dir=$(LAYOUT_DIR)/7_colors \
 	  recipe.continue_from=$(LAYOUT_DIR)/6_mix/train_state.safetensors
+	$(LAYOUT) recipe=base_layout_colors out_dir=$(LAYOUT_DIR)/8_counting recipe.steps=8000 \
+	  'recipe.category_mix={Colors: 0.4, Counting: 0.4, Positional: 0.2}' \
+	  recipe.continue_from=$(LAYOUT_DIR)/7_colors/train_state.safetensors
+	$(LAYOUT) recipe=base_layout_colors out_dir=$(LAYOUT_DIR)/9_counting recipe.steps=8400 \
+	  'recipe.category_mix={Colors: 0.25, Counting: 0.6, Positional: 0.15}' \
+	  recipe.continue_from=$(LAYOUT_DIR)/8_counting/train_state.safetensors
 
 clean:
 	rm -rf $(VENV)

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from bench.scene_kinds import KindHead, kind_loss, kind_maps
-from bench.shapes import (EXCHANGES, binding_swap, positional_relations, reading_order, render_batch,
+from bench.shapes import (EXCHANGES, binding_swap, count_twin, positional_relations, reading_order, render_batch,
                           sample_scene, swapped_scene)
 from bench.training import Loop, Trainer, setup, warmup_lr
 from imagen.checkpoint import build_stage, load_stage, save_stage
@@ -85,6 +85,10 @@ class Recipe:
     # ... exchanging colours (the binding's colour differs where each object sits) or shapes first
     # (colours and places stay: the twins' x_t agree where x_t shows colours but not yet shapes)
     twin_exchange: str = "colors"
+    # ... and each Counting scene of n >= 2 objects beside its count twin (bench.shapes.count_twin: the
+    # last object taken away, n - 1 in the caption) at the same t, noise and text drop: the pair's
+    # x_t agree but for one object and the captions but for the count word (false: Counting has no twin)
+    count_twins: bool = False
     # scene kinds: weight of a per-pixel cross-entropy, from the base's last features through a
     # training-only head, on which (colour, shape) kind of x0 covers each pixel, on rows with their
     # caption (bench.scene_kinds; 0: off). ema.safetensors keeps the U-Net alone.
@@ -109,6 +113,8 @@ class Recipe:
         if (self.pooled_drop > 0 or self.binding_twins or self.scene_kinds > 0 or self.text_lr_scale != 1) \
                 and self.stage != "base":
             raise ValueError("recipe.pooled_drop, binding_twins, scene_kinds and text_lr_scale are for the base stage")
+        if self.count_twins and not self.binding_twins:
+            raise ValueError("recipe.count_twins pairs Counting scenes within binding_twins: set binding_twins: true")
         if self.twin_exchange not in EXCHANGES:
             raise ValueError(f"recipe.twin_exchange must be one of {EXCHANGES}, not {self.twin_exchange!r}")
         try:
@@ -137,13 +143,17 @@ def shapes_batch(seed: int, step: int, batch: int, size: int, lowres: int = 0,
     return [s.caption for s in scenes], scene_images(scenes, size), scene_images(scenes, lowres) if lowres else None
 
 
-def with_twins(scenes: list, step: int, exchange: str = "colors") -> tuple[list, torch.Tensor]:
-    """``scenes`` with row half + i replaced by the swapped twin of row i (where one exists), and each
-    row's source row (its own index, or its twin's) to share t, noise and text drop with."""
+def with_twins(scenes: list, step: int, exchange: str = "colors",
+               count_twins: bool = False) -> tuple[list, torch.Tensor]:
+    """``scenes`` with row half + i replaced by the swapped twin of row i (where one exists; with
+    ``count_twins`` a Counting row's count twin), and each row's source row (its own index, or its
+    twin's) to share t, noise and text drop with."""
     half = len(scenes) // 2
     scenes, source = list(scenes), torch.arange(len(scenes))
     for i in range(half):
         twin = swapped_scene(scenes[i], flip_relation=(i + step) % 2 == 0, exchange=exchange)
+        if twin is None and count_twins:
+            twin = count_twin(scenes[i])
         if twin is not None:
             scenes[half + i], source[half + i] = twin, i
     return scenes, source
@@ -299,7 +309,7 @@ def diffusion_loss(model: torch.nn.Module, enc: TextEncoder, recipe: Recipe, see
                           recipe.relations, recipe.colors_in_reading_order)
     source = None
     if recipe.binding_twins:
-        scenes, source = with_twins(scenes, step, recipe.twin_exchange)
+        scenes, source = with_twins(scenes, step, recipe.twin_exchange, recipe.count_twins)
     x0 = scene_images(scenes, recipe.image_size)
     lowres = scene_images(scenes, recipe.lowres_size) if recipe.lowres_size else None
     tokens, mask = enc.encode([s.caption for s in scenes])

@@ -1,6 +1,7 @@
 """Training: a killed run resumes from its checkpoint and continues exactly; outputs load."""
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -533,3 +534,27 @@ def test_twin_exchange_is_colors_or_shapes():
     for j in [j for j in range(8, 16) if source[j] != j]:
         a, b = scenes[j - 8].objects, scenes[j].objects
         assert [o.color for o in a] == [o.color for o in b] and [o.shape for o in a] == [o.shape for o in b][::-1]
+
+
+def test_count_twins_pair_counting_scenes_with_one_object_fewer():
+    from bench.shapes import count_twin
+    from bench.shapes.detect import score
+    from bench.shapes.render import render
+    from bench.train import Recipe, batch_scenes, with_twins
+
+    with pytest.raises(ValueError, match="count_twins"):
+        Recipe(count_twins=True)
+    scenes = batch_scenes(0, 5, 32, {"Counting": 1.0})
+    plain, _ = with_twins(scenes, 5, "shapes")
+    assert plain == scenes   # without count_twins a Counting row has no twin
+    twinned, source = with_twins(scenes, 5, "shapes", count_twins=True)
+    paired = [j for j in range(16, 32) if source[j] != j]
+    assert len(paired) == sum(len(s.objects) >= 2 for s in scenes[:16]) > 0
+    for j in paired:
+        a, b = twinned[j - 16], twinned[j]
+        assert b.count == a.count - 1 and b.objects == a.objects[:-1]
+        assert b.caption != a.caption and b.caption.split()[1] == a.caption.split()[1]   # "three red ..."
+        image = np.asarray(render(b, 64))   # the twin's image is true to its caption, not to its source's
+        assert score(image, b)["correct"] and not score(image, a)["correct"]
+    assert count_twin(scenes[0]) is None or scenes[0].count >= 2
+    assert all(count_twin(s) is None for s in batch_scenes(0, 5, 8, {"Colors": 1.0}))

@@ -190,6 +190,17 @@ def reading_order(scene: Scene) -> Scene:
     return replace(ordered, caption=scene_caption(ordered))
 
 
+def count_twin(scene: Scene) -> Scene | None:
+    """A Counting scene of two or more objects with its last object taken away (n - 1 of the same kind
+    at the same places), or None (one object, or not a Counting scene). On the same noise the two images
+    differ only where that object is, and their captions only in the count word, so a base that ignores
+    the number cannot tell the pair apart."""
+    if scene.category != "Counting" or len(scene.objects) < 2:
+        return None
+    fewer = Scene("Counting", scene.objects[:-1], count=len(scene.objects) - 1)
+    return replace(fewer, caption=scene_caption(fewer))
+
+
 def binding_swap(scene: Scene, flip_relation: bool = True, exchange: str = "colors") -> str | None:
     """The caption of ``swapped_scene``: the same words bound differently, or None."""
     swapped = swapped_scene(scene, flip_relation, exchange)
