@@ -197,7 +197,7 @@ def count_twin(scene: Scene) -> Scene | None:
     the number cannot tell the pair apart."""
     if scene.category != "Counting" or len(scene.objects) < 2:
         return None
-    fewer = Scene("Counting", scene.objects[:-1], count=len(scene.objects) - 1)
+    fewer = replace(scene, objects=scene.objects[:-1], count=len(scene.objects) - 1)
     return replace(fewer, caption=scene_caption(fewer))
 
 
