@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import random
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -24,7 +25,8 @@ import torch
 from bench.scene_kinds import KindHead, kind_loss, kind_maps
 from bench.shapes import (EXCHANGES, binding_swap, count_twin, positional_relations, reading_order, render_batch,
                           sample_scene, swapped_scene)
-from bench.training import Loop, Trainer, setup, warmup_lr
+from bench.order_stop import UNTIL_JSON, OrderStop, reached
+from bench.training import Loop, Trainer, setup, state_step, warmup_lr
 from imagen.checkpoint import build_stage, load_stage, save_stage
 from imagen.schedule import alpha_sigma, q_sample, training_target
 from imagen.text_encoder import TextEncoder, TextEncoderConfig
@@ -89,6 +91,10 @@ class Recipe:
     # last object taken away, n - 1 in the caption) at the same t, noise and text drop: the pair's
     # x_t agree but for one object and the captions but for the count word (false: Counting has no twin)
     count_twins: bool = False
+    # the clear gap between a Counting scene's objects, as a fraction of the canvas (bench.shapes.scene._place).
+    # Counting's failures are objects sampled touching and merged into one blob; a wider gap in training
+    # asks for them apart
+    count_gap: float = 0.06
     # scene kinds: weight of a per-pixel cross-entropy, from the base's last features through a
     # training-only head, on which (colour, shape) kind of x0 covers each pixel, on rows with their
     # caption (bench.scene_kinds; 0: off). ema.safetensors keeps the U-Net alone.
@@ -106,6 +112,15 @@ class Recipe:
     # kind head, step count) this run starts from when its out_dir holds no state of its own; `steps`
     # counts on from that run's. init_from is then not read.
     continue_from: str | None = None
+    # a phase that ends when the order is learnt (bench.order_stop): every until_every steps, the EMA's
+    # first-step order on bench.binding_gap's probe scenes; the phase stops once it is >= until_order and
+    # `steps` is its cap (null: train all `steps`). The order phases escape a plateau at a step that
+    # differs between runs (README "The layout curriculum")
+    until_order: float | None = None
+    until_every: int = 200
+    # after such a phase: train this many steps past continue_from's step (null: `steps` is the total,
+    # counted on from there)
+    steps_after: int | None = None
 
     def __post_init__(self) -> None:
         if self.binding_contrast > 0 and self.stage != "base":
@@ -113,6 +128,8 @@ class Recipe:
         if (self.pooled_drop > 0 or self.binding_twins or self.scene_kinds > 0 or self.text_lr_scale != 1) \
                 and self.stage != "base":
             raise ValueError("recipe.pooled_drop, binding_twins, scene_kinds and text_lr_scale are for the base stage")
+        if self.steps_after is not None and self.continue_from is None:
+            raise ValueError("recipe.steps_after counts on from continue_from's step: set recipe.continue_from")
         if self.count_twins and not self.binding_twins:
             raise ValueError("recipe.count_twins pairs Counting scenes within binding_twins: set binding_twins: true")
         if self.twin_exchange not in EXCHANGES:
@@ -124,10 +141,12 @@ class Recipe:
 
 
 def batch_scenes(seed: int, step: int, batch: int, mix: dict | None = None, single_object: float = 0.6,
-                 relations: list | None = None, colors_in_reading_order: bool = False) -> list:
+                 relations: list | None = None, colors_in_reading_order: bool = False,
+                 count_gap: float = 0.06) -> list:
     """The scenes of one step (keyed by seed and step)."""
     rng, relations = random.Random(f"{seed}:{step}"), positional_relations(relations)
-    scenes = [sample_scene(rng, mix=mix, single_object=single_object, relations=relations) for _ in range(batch)]
+    scenes = [sample_scene(rng, mix=mix, single_object=single_object, relations=relations, count_gap=count_gap)
+              for _ in range(batch)]
     return [reading_order(s) for s in scenes] if colors_in_reading_order else scenes
 
 
@@ -306,7 +325,7 @@ def diffusion_loss(model: torch.nn.Module, enc: TextEncoder, recipe: Recipe, see
     """The (weighted) diffusion loss of one step, with the recipe's extra terms; data, times, noise and
     drops keyed by (seed, step)."""
     scenes = batch_scenes(seed, step, recipe.batch_size, recipe.category_mix, recipe.single_object,
-                          recipe.relations, recipe.colors_in_reading_order)
+                          recipe.relations, recipe.colors_in_reading_order, recipe.count_gap)
     source = None
     if recipe.binding_twins:
         scenes, source = with_twins(scenes, step, recipe.twin_exchange, recipe.count_twins)
@@ -394,12 +413,24 @@ def train(recipe: Recipe, out_dir: str | Path, seed: int = 0, device: str = "aut
                    image_size=recipe.image_size, lowres_size=recipe.lowres_size, text_encoder=enc.id,
                    train_steps=step, seed=seed, params=n_params, recipe=recipe.__dict__)
 
+    if recipe.until_order is not None and reached(out):
+        log.info("%s: the order phase stopped at step %d already (%s)", out, reached(out)["step"], UNTIL_JSON)
+        return out / "ema.safetensors"
+    stop = None if recipe.until_order is None else \
+        OrderStop(stage_of(ema), enc, out, recipe.until_order, math.lcm(recipe.until_every, ckpt_every), seed)
     core = Trainer(model, opt, out, meta, ema=ema, ema_decay=recipe.ema_decay, grad_clip=recipe.grad_clip)
-    core.run(Loop(recipe.steps, ckpt_every, max_minutes, desc=f"train {recipe.stage}",
-                  continue_from=recipe.continue_from),
-             loss_at=lambda step: diffusion_loss(model, enc, recipe, seed, step, dev),
-             lr_at=lambda step: warmup_lr(recipe.lr, step, recipe.warmup), on_save=save_ema)
+    done = core.run(Loop(phase_steps(recipe), ckpt_every, max_minutes, desc=f"train {recipe.stage}",
+                         continue_from=recipe.continue_from, stop_when=stop),
+                    loss_at=lambda step: diffusion_loss(model, enc, recipe, seed, step, dev),
+                    lr_at=lambda step: warmup_lr(recipe.lr, step, recipe.warmup), on_save=save_ema)
+    if stop is not None and done == phase_steps(recipe) and not reached(out) and done not in stop.logged():
+        stop.check(done)   # the order at the cap, in order.csv
     return out / "ema.safetensors"
+
+
+def phase_steps(recipe: Recipe) -> int:
+    """The step this run trains to: ``steps``, or ``steps_after`` past ``continue_from``'s step."""
+    return recipe.steps if recipe.steps_after is None else state_step(recipe.continue_from) + recipe.steps_after
 
 
 def main() -> None:

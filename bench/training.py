@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file
 from tqdm import tqdm
 
@@ -105,6 +106,12 @@ def model_weights(tensors: dict[str, torch.Tensor], prefix: str = "model.") -> d
     return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
 
 
+def state_step(path: str | Path) -> int:
+    """The steps done in a ``train_state.safetensors`` (its ``step`` tensor alone is read)."""
+    with safe_open(str(path), framework="pt") as f:
+        return int(f.get_tensor("step").item())
+
+
 def load_state(tensors: dict[str, torch.Tensor], model: torch.nn.Module, opt: torch.optim.Optimizer,
                ema: torch.nn.Module | None = None) -> int:
     """Restore model, EMA and optimizer from ``state_tensors`` output; returns the step."""
@@ -180,6 +187,7 @@ class Loop:
     max_minutes: float | None = None   # wall time of this process, then save and stop
     desc: str = "train"
     continue_from: str | Path | None = None   # another run's state, read when this run has none
+    stop_when: Callable[[int], bool] | None = None   # asked at each checkpoint: stop there (a final save)
 
 
 OnSave = Callable[[int, float, bool], None]   # (steps done, training seconds, final) -> None
@@ -247,8 +255,13 @@ class Trainer:
             bar.set_postfix(loss=f"{value:.4f}", **(postfix() if postfix else {}))
             done = step + 1
             over = loop.max_minutes is not None and time.time() - t0 > 60 * loop.max_minutes
-            if done % loop.ckpt_every == 0 or done == loop.steps or over:
-                self.save(done, seconds, final=done == loop.steps or over, on_save=on_save)
+            due = done % loop.ckpt_every == 0 or done == loop.steps or over
+            stop = due and done < loop.steps and loop.stop_when is not None and loop.stop_when(done)
+            if due:
+                self.save(done, seconds, final=done == loop.steps or over or stop, on_save=on_save)
+            if stop:
+                log.info("stopping at step %d: the phase's stop condition holds", done)
+                break
             if over:
                 log.info("stopping at step %d: max_minutes=%s reached", done, loop.max_minutes)
                 break

@@ -65,14 +65,15 @@ class Scene:
                      d.get("count"), caption)
 
 
-def _place(rng: random.Random, sizes: list[float], tries: int = 200) -> list[tuple[float, float]]:
-    """Non-overlapping centres with a clear gap, so every object is one connected component."""
+def _place(rng: random.Random, sizes: list[float], gap: float = 0.06, tries: int = 200) -> list[tuple[float, float]]:
+    """Non-overlapping centres with a clear ``gap`` (a fraction of the canvas) between bounding boxes, so
+    every object is one connected component."""
     for _ in range(tries):
         pts: list[tuple[float, float]] = []
         for s in sizes:
             for _ in range(50):
                 x, y = rng.uniform(s / 2 + 0.04, 1 - s / 2 - 0.04), rng.uniform(s / 2 + 0.04, 1 - s / 2 - 0.04)
-                if all(max(abs(x - px), abs(y - py)) > (s + ps) / 2 + 0.06 for (px, py), ps in zip(pts, sizes)):
+                if all(max(abs(x - px), abs(y - py)) > (s + ps) / 2 + gap for (px, py), ps in zip(pts, sizes)):
                     pts.append((x, y))
                     break
             else:
@@ -129,12 +130,13 @@ def positional_relations(relations=None) -> tuple[str, ...]:
 
 
 def sample_scene(rng: random.Random, category: str | None = None, mix: dict[str, float] | None = None,
-                 single_object: float = 0.6, relations=None) -> Scene:
+                 single_object: float = 0.6, relations=None, count_gap: float = 0.06) -> Scene:
     """Draw a random scene (and its caption) from the shapes grammar.
 
     ``mix`` weights the categories when ``category`` is None (default ``CATEGORY_MIX``);
     ``single_object`` is the share of one-object scenes in Colors (the rest bind two colours);
-    ``relations`` are those a Positional scene draws from (``positional_relations``; None: all four).
+    ``relations`` are those a Positional scene draws from (``positional_relations``; None: all four);
+    ``count_gap`` is the clear gap between a Counting scene's objects.
     """
     relations = positional_relations(relations)
     if category is None:
@@ -146,7 +148,7 @@ def sample_scene(rng: random.Random, category: str | None = None, mix: dict[str,
         n = rng.randint(1, 4)
         shape, color = rng.choice(shapes), rng.choice(colors)
         s = size()
-        pts = _place(rng, [s] * n)
+        pts = _place(rng, [s] * n, gap=count_gap)
         objs = tuple(ShapeObject(shape, color, x, y, s) for x, y in pts)
         scene = Scene("Counting", objs, count=n)
     elif category == "Positional":
