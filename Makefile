@@ -50,7 +50,7 @@ benchmark: setup
 # nine runs from the shipped base, coordinate inputs and queries added, each continuing the last one's train
 # state; each resumes from its own checkpoint when run again. Phase 5 trains until the first step's order
 # reaches 0.9 (bench.order_stop; at most to step 6400), so the phases after it count their steps on from
-# wherever it stopped (steps_after). About 2 h on 2 cores with AVX-512. The same chain from the control
+# wherever it stopped (steps_after). 2-3 h on 2 cores with AVX-512. The same chain from the control
 # base: LAYOUT_FROM=checkpoints/base_random/ema.safetensors LAYOUT_ARGS=text_encoder.kind=random
 LAYOUT_DIR ?= runs/layout
 LAYOUT_FROM ?= checkpoints/base/ema.safetensors
