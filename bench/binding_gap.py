@@ -36,7 +36,6 @@ progress works too).
 from __future__ import annotations
 
 import json
-import random
 import sys
 from pathlib import Path
 
@@ -47,7 +46,7 @@ from safetensors.torch import load_file
 from bench.cli import missing_arguments
 from bench.first_step import first_step_order, order_by_relation, order_summary
 from bench.scene_kinds import KindHead, head_binding, kind_maps
-from bench.shapes import binding_swap, sample_scene, swapped_scene
+from bench.shapes import probe_scenes, swapped_scene
 from bench.train import row_mse, scene_images, stage_of
 from bench.training import model_weights
 from imagen.checkpoint import CheckpointError, build_stage, load_stage
@@ -77,16 +76,6 @@ def load_base(path: str | Path, ema: bool = False) -> tuple[torch.nn.Module, str
     model = KindHead(model) if recipe.get("scene_kinds", 0) > 0 else model
     model.load_state_dict(model_weights(load_file(str(path)), "ema." if ema else "model."))
     return model.eval(), info.get("text_encoder")
-
-
-def probe_scenes(n: int, seed: int) -> list:
-    """n scenes that have a binding swap: two-colour Colors with two shapes, and Positional, alternating."""
-    rng, scenes = random.Random(f"binding-gap:{seed}"), []
-    while len(scenes) < n:
-        s = sample_scene(rng, category=("Colors", "Positional")[len(scenes) % 2], single_object=0.0)
-        if binding_swap(s) is not None:
-            scenes.append(s)
-    return scenes
 
 
 @torch.no_grad()

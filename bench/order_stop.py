@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from bench.first_step import first_step_order, order_summary
+from bench.shapes import probe_scenes
 
 ORDER_CSV, UNTIL_JSON = "order.csv", "until.json"
 PROBE_N = 256   # bench.binding_gap's probe scenes: half of them Positional (about 120 with two colours)
@@ -36,8 +37,6 @@ class OrderStop:
 
     def __init__(self, ema: torch.nn.Module, enc, out_dir: str | Path, at_least: float, every: int,
                  seed: int = 0):
-        from bench.binding_gap import probe_scenes   # bench.binding_gap imports bench.train
-
         self.ema, self.enc, self.out, self.at_least, self.every = ema, enc, Path(out_dir), at_least, every
         self.scenes, self.seed = probe_scenes(PROBE_N, seed), seed
 

@@ -237,3 +237,14 @@ def swapped_scene(scene: Scene, flip_relation: bool = True, exchange: str = "col
         return None
     swapped = Scene(scene.category, objects, relation)
     return replace(swapped, caption=scene_caption(swapped))
+
+
+def probe_scenes(n: int, seed: int) -> list[Scene]:
+    """n scenes that have a binding swap: two-colour Colors with two shapes, and Positional, alternating
+    (``bench.binding_gap``'s probes; ``bench.first_step`` reads their Positional half)."""
+    rng, scenes = random.Random(f"binding-gap:{seed}"), []
+    while len(scenes) < n:
+        s = sample_scene(rng, category=("Colors", "Positional")[len(scenes) % 2], single_object=0.0)
+        if binding_swap(s) is not None:
+            scenes.append(s)
+    return scenes
