@@ -5,7 +5,7 @@ The layout curriculum's order phases (README "The layout curriculum") teach the 
 runs: after the same fixed steps one run's first-step order was 0.945 and another's 0.692. So such a
 phase checks, every ``every`` steps, the EMA weights' first-step order (``bench.first_step``: the share of
 ``bench.binding_gap``'s Positional probe scenes whose guided x0 estimate from pure noise puts each colour
-on its side) and stops once it reaches ``at_least``; its ``steps`` is then a cap.
+on its side), and at its cap, and stops once it reaches ``at_least``; its ``steps`` is then the cap.
 
 Each check appends a row to ``order.csv`` in the run directory (step, order, its 95% Wilson interval, the
 mean margin); the check that stops writes ``until.json``, which a later call of the same phase reads to
@@ -35,25 +35,18 @@ def reached(out_dir: str | Path) -> dict | None:
 class OrderStop:
     """``stop_when`` for ``bench.training.Loop``: True at the first check whose order is >= ``at_least``."""
 
-    def __init__(self, ema: torch.nn.Module, enc, out_dir: str | Path, at_least: float, every: int,
+    def __init__(self, ema: torch.nn.Module, enc, out_dir: str | Path, at_least: float, every: int, cap: int,
                  seed: int = 0):
-        self.ema, self.enc, self.out, self.at_least, self.every = ema, enc, Path(out_dir), at_least, every
+        self.ema, self.enc, self.out, self.at_least = ema, enc, Path(out_dir), at_least
+        self.every, self.cap = every, cap   # checked every ``every`` steps and at the cap (``steps``)
         self.scenes, self.seed = probe_scenes(PROBE_N, seed), seed
 
     def measure(self) -> dict:
         """The EMA weights' first-step order on the probe scenes (``bench.first_step.order_summary``)."""
         return order_summary(first_step_order(self.ema, self.enc, self.scenes, seed=self.seed))
 
-    def logged(self) -> set[int]:
-        """The steps ``order.csv`` has a row for."""
-        path = self.out / ORDER_CSV
-        if not path.exists():
-            return set()
-        with path.open() as f:
-            return {int(r["step"]) for r in csv.DictReader(f)}
-
     def __call__(self, step: int) -> bool:
-        return step % self.every == 0 and self.check(step)
+        return (step % self.every == 0 or step == self.cap) and self.check(step)
 
     def check(self, step: int) -> bool:
         """Measure, log the row, and (order >= at_least) write ``until.json``; True when it did."""

@@ -413,18 +413,18 @@ def train(recipe: Recipe, out_dir: str | Path, seed: int = 0, device: str = "aut
                    image_size=recipe.image_size, lowres_size=recipe.lowres_size, text_encoder=enc.id,
                    train_steps=step, seed=seed, params=n_params, recipe=recipe.__dict__)
 
-    if recipe.until_order is not None and reached(out):
-        log.info("%s: the order phase stopped at step %d already (%s)", out, reached(out)["step"], UNTIL_JSON)
+    stopped = reached(out) if recipe.until_order is not None else None
+    if stopped:
+        log.info("%s: the order phase stopped at step %d already (%s)", out, stopped["step"], UNTIL_JSON)
         return out / "ema.safetensors"
-    stop = None if recipe.until_order is None else \
-        OrderStop(stage_of(ema), enc, out, recipe.until_order, math.lcm(recipe.until_every, ckpt_every), seed)
+    steps = phase_steps(recipe)
+    stop = None if recipe.until_order is None else OrderStop(
+        stage_of(ema), enc, out, recipe.until_order, math.lcm(recipe.until_every, ckpt_every), steps, seed)
     core = Trainer(model, opt, out, meta, ema=ema, ema_decay=recipe.ema_decay, grad_clip=recipe.grad_clip)
-    done = core.run(Loop(phase_steps(recipe), ckpt_every, max_minutes, desc=f"train {recipe.stage}",
-                         continue_from=recipe.continue_from, stop_when=stop),
-                    loss_at=lambda step: diffusion_loss(model, enc, recipe, seed, step, dev),
-                    lr_at=lambda step: warmup_lr(recipe.lr, step, recipe.warmup), on_save=save_ema)
-    if stop is not None and done == phase_steps(recipe) and not reached(out) and done not in stop.logged():
-        stop.check(done)   # the order at the cap, in order.csv
+    core.run(Loop(steps, ckpt_every, max_minutes, desc=f"train {recipe.stage}",
+                  continue_from=recipe.continue_from, stop_when=stop),
+             loss_at=lambda step: diffusion_loss(model, enc, recipe, seed, step, dev),
+             lr_at=lambda step: warmup_lr(recipe.lr, step, recipe.warmup), on_save=save_ema)
     return out / "ema.safetensors"
 
 

@@ -187,7 +187,7 @@ class Loop:
     max_minutes: float | None = None   # wall time of this process, then save and stop
     desc: str = "train"
     continue_from: str | Path | None = None   # another run's state, read when this run has none
-    stop_when: Callable[[int], bool] | None = None   # asked at each checkpoint: stop there (a final save)
+    stop_when: Callable[[int], bool] | None = None   # asked at each checkpoint, the last too: stop there (a final save)
 
 
 OnSave = Callable[[int, float, bool], None]   # (steps done, training seconds, final) -> None
@@ -256,7 +256,7 @@ class Trainer:
             done = step + 1
             over = loop.max_minutes is not None and time.time() - t0 > 60 * loop.max_minutes
             due = done % loop.ckpt_every == 0 or done == loop.steps or over
-            stop = due and done < loop.steps and loop.stop_when is not None and loop.stop_when(done)
+            stop = due and loop.stop_when is not None and loop.stop_when(done)
             if due:
                 self.save(done, seconds, final=done == loop.steps or over or stop, on_save=on_save)
             if stop:

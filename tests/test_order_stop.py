@@ -7,9 +7,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from bench.binding_gap import probe_scenes
 from bench.first_step import order_scenes
 from bench.order_stop import PROBE_N
+from bench.shapes import probe_scenes
 from bench.train import Recipe, train
 from bench.training import state_step
 from test_train import _recipe
