@@ -12,7 +12,7 @@ export TOKENIZERS_PARALLELISM ?= false
 export BENCH_PG_PORT ?= 54329
 export BENCH_TEST_POSTGRES_URL ?= postgresql://bench@127.0.0.1:$(BENCH_PG_PORT)/bench_test
 
-.PHONY: setup run test regress browser postgres benchmark train-layout clean
+.PHONY: setup run test regress browser postgres benchmark train-layout ship-base clean
 
 setup: $(STAMP)
 
@@ -46,16 +46,29 @@ benchmark: setup
 	$(PY) -m pip install -q --no-deps imagen-pytorch==2.1.0 einops beartype kornia kornia-rs
 	$(PY) benchmarks/run.py
 
-# the base's layout curriculum (conf/recipe/base_layout*.yaml, README "The layout curriculum"; not shipped):
-# nine runs from the shipped base, coordinate inputs and queries added, each continuing the last one's train
-# state; each resumes from its own checkpoint when run again. Phase 5 trains until the first step's order
-# reaches 0.9 (bench.order_stop; at most to step 6400), so the phases after it count their steps on from
-# wherever it stopped (steps_after). 2-3 h on 2 cores with AVX-512. The same chain from the control
-# base: LAYOUT_FROM=checkpoints/base_random/ema.safetensors LAYOUT_ARGS=text_encoder.kind=random
+# the base's layout curriculum (conf/recipe/base_layout*.yaml, README "The layout curriculum"): nine runs
+# from the v1 base, coordinate inputs and queries added, each continuing the last one's train state; each
+# resumes from its own checkpoint when run again. Phase 5 trains until the first step's order reaches 0.9
+# (bench.order_stop; at most to step 6400), so the phases after it count their steps on from wherever it
+# stopped (steps_after). 2-3 h on 2 cores with AVX-512. `make ship-base` then ships the last phase as
+# checkpoints/base. The same chain from the control base (the text_encoder figure's control arm):
+# LAYOUT_DIR=runs/layout_random LAYOUT_FROM=runs/base_random_v1/ema.safetensors LAYOUT_ARGS=text_encoder.kind=random, shipped with
+# make ship-base LAYOUT_DIR=runs/layout_random SHIP_TO=checkpoints/base_random
+# The chain starts from the v1 bases (conf/recipe/base.yaml with arch.coords=false
+# arch.coord_queries=false, 3000 steps; the control with text_encoder.kind=random), as committed then.
+V1_BASE := runs/base_v1/ema.safetensors
+V1_RANDOM := runs/base_random_v1/ema.safetensors
 LAYOUT_DIR ?= runs/layout
-LAYOUT_FROM ?= checkpoints/base/ema.safetensors
+LAYOUT_FROM ?= $(V1_BASE)
 LAYOUT_ARGS ?=
+SHIP_TO ?= checkpoints/base
 LAYOUT := $(PY) -m bench.train shipped_model.stages.0.arch.coords=true shipped_model.stages.0.arch.coord_queries=true $(LAYOUT_ARGS)
+
+$(V1_BASE):
+	mkdir -p $(@D) && git show d01ffe7:checkpoints/base/ema.safetensors > $@
+$(V1_RANDOM):
+	mkdir -p $(@D) && git show 5fc028c:checkpoints/base_random/ema.safetensors > $@
+
 train-layout: setup $(LAYOUT_FROM)
 	$(LAYOUT) recipe=base_layout out_dir=$(LAYOUT_DIR)/1_mix recipe.init_from=$(LAYOUT_FROM)
 	$(LAYOUT) recipe=base_layout_order out_dir=$(LAYOUT_DIR)/2_left 'recipe.relations=[left of]' recipe.steps=2700 \
@@ -76,6 +89,9 @@ train-layout: setup $(LAYOUT_FROM)
 	$(LAYOUT) recipe=base_layout_colors out_dir=$(LAYOUT_DIR)/9_counting recipe.steps_after=400 \
 	  'recipe.category_mix={Colors: 0.25, Counting: 0.6, Positional: 0.15}' recipe.count_gap=0.12 \
 	  recipe.continue_from=$(LAYOUT_DIR)/8_counting/train_state.safetensors
+
+ship-base: setup
+	$(PY) -m bench.ship_chain $(LAYOUT_DIR) $(SHIP_TO)
 
 clean:
 	rm -rf $(VENV)

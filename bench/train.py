@@ -121,6 +121,8 @@ class Recipe:
     # after such a phase: train this many steps past continue_from's step (null: `steps` is the total,
     # counted on from there)
     steps_after: int | None = None
+    # the last this many steps of the run: the learning rate falls linearly towards 0 (0: constant)
+    cooldown: int = 0
 
     def __post_init__(self) -> None:
         if self.binding_contrast > 0 and self.stage != "base":
@@ -424,7 +426,8 @@ def train(recipe: Recipe, out_dir: str | Path, seed: int = 0, device: str = "aut
     core.run(Loop(steps, ckpt_every, max_minutes, desc=f"train {recipe.stage}",
                   continue_from=recipe.continue_from, stop_when=stop),
              loss_at=lambda step: diffusion_loss(model, enc, recipe, seed, step, dev),
-             lr_at=lambda step: warmup_lr(recipe.lr, step, recipe.warmup), on_save=save_ema)
+             lr_at=lambda step: warmup_lr(recipe.lr, step, recipe.warmup, steps, recipe.cooldown),
+             on_save=save_ema)
     return out / "ema.safetensors"
 
 

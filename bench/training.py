@@ -47,9 +47,12 @@ def setup(device: str, threads: int = 0) -> torch.device:
     return resolve_device(device)
 
 
-def warmup_lr(lr: float, step: int, warmup: int) -> float:
-    """``lr`` ramped up linearly over the first ``warmup`` steps."""
-    return lr * min(1.0, (step + 1) / warmup) if warmup > 0 else lr
+def warmup_lr(lr: float, step: int, warmup: int, steps: int = 0, cooldown: int = 0) -> float:
+    """``lr`` ramped up linearly over the first ``warmup`` steps and, with ``cooldown``, down linearly
+    over the last ``cooldown`` steps before ``steps`` (to lr / cooldown at the last step)."""
+    up = min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0
+    down = min(1.0, (steps - step) / cooldown) if cooldown > 0 else 1.0
+    return lr * up * down
 
 
 def ema_update(ema: torch.nn.Module, model: torch.nn.Module, step: int, max_decay: float) -> None:
@@ -150,8 +153,9 @@ class LossLog:
             csv.writer(f).writerow([step, f"{loss:.6f}", f"{seconds:.1f}"])
 
 
-def plot_loss(loss_file: Path, png: Path) -> None:
-    """Loss per step (log scale) and its running mean, written atomically to ``png``."""
+def plot_loss(loss_file: Path, png: Path, marks: list[tuple[int, str]] | None = None) -> None:
+    """Loss per step (log scale) and its running mean, written atomically to ``png``; ``marks``: (step, label)
+    pairs drawn as labelled vertical lines (a chain's phase starts)."""
     import matplotlib  # ~0.5 s to import and it sets a global backend: only when a checkpoint is written
 
     matplotlib.use("Agg")
@@ -168,6 +172,10 @@ def plot_loss(loss_file: Path, png: Path) -> None:
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.plot(steps, loss, alpha=0.25, lw=0.6, label="loss")
     ax.plot(steps[k - 1:], smooth, lw=1.5, label=f"mean of {k}")
+    for step, label in marks or []:
+        ax.axvline(step, color="grey", lw=0.6, ls=":")
+        ax.annotate(label, (step, 1), xycoords=("data", "axes fraction"), rotation=90, va="top", ha="right",
+                    fontsize=7, color="grey")
     ax.set(xlabel="step", ylabel="loss", yscale="log", title=f"training loss ({png.parent.name})")
     ax.legend()
     fig.tight_layout()

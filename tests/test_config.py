@@ -102,15 +102,19 @@ def test_cli_run_end_to_end_with_random_tiny_model(tmp_path):
     assert len(list((run_dir / "images").rglob("*.png"))) == 6
 
 
+RECIPE_OF = {"base": "base_layout_colors", "sr": "sr"}
+
+
 def test_shipped_checkpoints_match_the_configured_architecture_and_recipe():
     """conf/model/imagen_base.yaml's ``arch`` is what a missing checkpoint is rebuilt as, and
-    conf/recipe/*.yaml is how the shipped stage was trained: both must describe the shipped file."""
+    conf/recipe/*.yaml is how the shipped stage was trained (the base: its layout chain's last phase,
+    base_layout_colors): both must describe the shipped file."""
     from imagen.checkpoint import arch_of, build_stage, read_meta
 
     model = OmegaConf.to_container(_compose(["model=imagen_base"]).model, resolve=True)
     for stage in model["stages"]:
         meta = read_meta(REPO / stage["checkpoint"])
-        recipe = OmegaConf.to_container(_compose([f"recipe={stage['kind']}"], name="train").recipe, resolve=True)
+        recipe = OmegaConf.to_container(_compose([f"recipe={RECIPE_OF[stage['kind']]}"], name="train").recipe, resolve=True)
         assert meta["kind"] == stage["kind"]
         shipped = json.loads(json.dumps(arch_of(build_stage(stage["kind"], meta["arch"]))))  # legacy keys dropped
         for arch in (stage["arch"], recipe["arch"]):  # in full, defaults included

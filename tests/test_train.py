@@ -578,3 +578,24 @@ def test_count_gap_sets_counted_objects_apart_and_the_default_keeps_the_data():
     assert min(min_gap(s) for s in plain if len(s.objects) > 1) < 0.12
     others = {"Colors": 0.5, "Positional": 0.5}
     assert batch_scenes(0, 3, 64, others, count_gap=0.12) == batch_scenes(0, 3, 64, others)
+
+
+def test_cooldown_lowers_the_rate_over_the_last_steps_and_leaves_the_steps_before(tmp_path):
+    from dataclasses import replace
+
+    from bench.training import warmup_lr
+
+    assert [warmup_lr(1.0, s, 2) for s in range(4)] == [0.5, 1.0, 1.0, 1.0]
+    assert [warmup_lr(1.0, s, 0, steps=10, cooldown=4) for s in range(5, 10)] == [1.0, 1.0, 0.75, 0.5, 0.25]
+    assert warmup_lr(1.0, 0, 2, steps=10, cooldown=4) == 0.5            # warm-up and cooldown multiply
+    torch.set_num_threads(1)
+    enc = {"kind": "minilm", "max_length": 16}
+    train(_recipe(4), tmp_path / "flat", ckpt_every=2, text_encoder_cfg=enc)
+    train(replace(_recipe(4), cooldown=2), tmp_path / "cool", ckpt_every=2, text_encoder_cfg=enc)
+    # with cooldown 2 of 4 steps only the last update (step 3, at half the rate) differs: the same losses
+    # at every step, other weights at the end
+    losses = [[line.split(",")[1] for line in (tmp_path / d / "loss.csv").read_text().splitlines()]
+              for d in ("flat", "cool")]
+    assert len(losses[0]) == 4 and losses[0] == losses[1]
+    flat, cool = _weights(tmp_path / "flat"), _weights(tmp_path / "cool")
+    assert not torch.equal(flat["model.out.weight"], cool["model.out.weight"])
