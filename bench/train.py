@@ -54,7 +54,7 @@ class Recipe:
     category_mix: dict | None = None
     single_object: float = 0.6
     # Positional scenes' relations (null: all four). A curriculum: one relation first ("left of": the first
-    # noun's colour goes left), then all four (README "Positional in two phases")
+    # noun's colour goes left), then all four (docs/base_history.md "Positional in two phases")
     relations: list[str] | None = None
     # two-object Colors captions in reading order (bench.shapes.reading_order: the object further left
     # named first), so "A and B" places its nouns as "A to the left of B" does (false: either order)
@@ -104,7 +104,7 @@ class Recipe:
     # text-path learning rate: the caption's path into the base (text conditioning, null token,
     # cross-attention layers; bench.train.text_path) learns at lr times this (1: one rate for all).
     # A single cross-attention layer learns to read a relation's order from the tokens only after a
-    # long plateau (README).
+    # long plateau (docs/base_history.md).
     text_lr_scale: float = 1.0
     # warm start: a stage file (ema.safetensors) whose weights initialise model and EMA
     init_from: str | None = None
