@@ -62,12 +62,13 @@ LAYOUT_DIR ?= runs/layout
 LAYOUT_FROM ?= $(V1_BASE)
 LAYOUT_ARGS ?=
 SHIP_TO ?= checkpoints/base
+# coordinate inputs and queries pinned on (the shipped arch has them too now; the chain adds them to the v1 base)
 LAYOUT := $(PY) -m bench.train shipped_model.stages.0.arch.coords=true shipped_model.stages.0.arch.coord_queries=true $(LAYOUT_ARGS)
 
 $(V1_BASE):
-	mkdir -p $(@D) && git show d01ffe7:checkpoints/base/ema.safetensors > $@
+	mkdir -p $(@D) && git show d01ffe7212f8b2e15eb2860443a4a730bad78e93:checkpoints/base/ema.safetensors > $@.tmp && mv $@.tmp $@
 $(V1_RANDOM):
-	mkdir -p $(@D) && git show 5fc028c:checkpoints/base_random/ema.safetensors > $@
+	mkdir -p $(@D) && git show 5fc028ce5a2072eb1fa08c9a633585021f6821ec:checkpoints/base_random/ema.safetensors > $@.tmp && mv $@.tmp $@
 
 train-layout: setup $(LAYOUT_FROM)
 	$(LAYOUT) recipe=base_layout out_dir=$(LAYOUT_DIR)/1_mix recipe.init_from=$(LAYOUT_FROM)
@@ -91,7 +92,7 @@ train-layout: setup $(LAYOUT_FROM)
 	  recipe.continue_from=$(LAYOUT_DIR)/8_counting/train_state.safetensors
 
 ship-base: setup
-	$(PY) -m bench.ship_chain $(LAYOUT_DIR) $(SHIP_TO)
+	$(PY) -m bench.ship_chain $(LAYOUT_DIR) $(SHIP_TO) $(LAYOUT_FROM)
 
 clean:
 	rm -rf $(VENV)

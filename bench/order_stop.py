@@ -1,6 +1,6 @@
 """Order phases that run until the first step's order passes a threshold (``recipe.until_order``).
 
-The layout curriculum's order phases (README "The layout curriculum") teach the base which noun of
+The layout curriculum's order phases (docs/base_history.md "The layout curriculum") teach the base which noun of
 "A <relation> B" goes where. They escape a plateau late and suddenly, and at a step that differs between
 runs: after the same fixed steps one run's first-step order was 0.945 and another's 0.692. So such a
 phase checks, every ``every`` steps, the EMA weights' first-step order (``bench.first_step``: the share of

@@ -26,7 +26,7 @@ from bench.scene_kinds import KindHead, kind_loss, kind_maps
 from bench.shapes import (EXCHANGES, binding_swap, count_twin, positional_relations, reading_order, render_batch,
                           sample_scene, swapped_scene)
 from bench.order_stop import UNTIL_JSON, OrderStop, reached
-from bench.training import Loop, Trainer, setup, state_step, warmup_lr
+from bench.training import Loop, Trainer, lr_schedule, setup, state_step
 from imagen.checkpoint import build_stage, load_stage, save_stage
 from imagen.schedule import alpha_sigma, q_sample, training_target
 from imagen.text_encoder import TextEncoder, TextEncoderConfig
@@ -115,7 +115,7 @@ class Recipe:
     # a phase that ends when the order is learnt (bench.order_stop): every until_every steps, the EMA's
     # first-step order on bench.binding_gap's probe scenes; the phase stops once it is >= until_order and
     # `steps` is its cap (null: train all `steps`). The order phases escape a plateau at a step that
-    # differs between runs (README "The layout curriculum")
+    # differs between runs (docs/base_history.md "The layout curriculum")
     until_order: float | None = None
     until_every: int = 200
     # after such a phase: train this many steps past continue_from's step (null: `steps` is the total,
@@ -130,6 +130,8 @@ class Recipe:
         if (self.pooled_drop > 0 or self.binding_twins or self.scene_kinds > 0 or self.text_lr_scale != 1) \
                 and self.stage != "base":
             raise ValueError("recipe.pooled_drop, binding_twins, scene_kinds and text_lr_scale are for the base stage")
+        if self.cooldown < 0 or (self.cooldown and self.until_order is not None):
+            raise ValueError("recipe.cooldown is a step count >= 0, for a phase of known length (not until_order)")
         if self.steps_after is not None and self.continue_from is None:
             raise ValueError("recipe.steps_after counts on from continue_from's step: set recipe.continue_from")
         if self.count_twins and not self.binding_twins:
@@ -426,7 +428,7 @@ def train(recipe: Recipe, out_dir: str | Path, seed: int = 0, device: str = "aut
     core.run(Loop(steps, ckpt_every, max_minutes, desc=f"train {recipe.stage}",
                   continue_from=recipe.continue_from, stop_when=stop),
              loss_at=lambda step: diffusion_loss(model, enc, recipe, seed, step, dev),
-             lr_at=lambda step: warmup_lr(recipe.lr, step, recipe.warmup, steps, recipe.cooldown),
+             lr_at=lambda step: lr_schedule(recipe.lr, step, recipe.warmup, steps, recipe.cooldown),
              on_save=save_ema)
     return out / "ema.safetensors"
 

@@ -47,9 +47,10 @@ def setup(device: str, threads: int = 0) -> torch.device:
     return resolve_device(device)
 
 
-def warmup_lr(lr: float, step: int, warmup: int, steps: int = 0, cooldown: int = 0) -> float:
-    """``lr`` ramped up linearly over the first ``warmup`` steps and, with ``cooldown``, down linearly
-    over the last ``cooldown`` steps before ``steps`` (to lr / cooldown at the last step)."""
+def lr_schedule(lr: float, step: int, warmup: int, steps: int = 0, cooldown: int = 0) -> float:
+    """``lr`` at ``step``: ramped up linearly over the first ``warmup`` steps and, with ``cooldown``, down
+    linearly towards 0 over the last ``cooldown`` steps before ``steps`` (lr / cooldown at the last one).
+    ``step`` counts from the chain's start, so a continued phase cools down over its own last steps."""
     up = min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0
     down = min(1.0, (steps - step) / cooldown) if cooldown > 0 else 1.0
     return lr * up * down

@@ -1,5 +1,6 @@
 """Every config group composes; the CLI contract of DESIGN section 5 holds."""
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -102,22 +103,32 @@ def test_cli_run_end_to_end_with_random_tiny_model(tmp_path):
     assert len(list((run_dir / "images").rglob("*.png"))) == 6
 
 
-RECIPE_OF = {"base": "base_layout_colors", "sr": "sr"}
-
-
 def test_shipped_checkpoints_match_the_configured_architecture_and_recipe():
-    """conf/model/imagen_base.yaml's ``arch`` is what a missing checkpoint is rebuilt as, and
-    conf/recipe/*.yaml is how the shipped stage was trained (the base: its layout chain's last phase,
-    base_layout_colors): both must describe the shipped file."""
+    """conf/model/imagen_base.yaml's ``arch`` is what a missing checkpoint is rebuilt as, and the recipes
+    read it (conf/train.yaml's shipped_model): both must describe the shipped file."""
     from imagen.checkpoint import arch_of, build_stage, read_meta
 
     model = OmegaConf.to_container(_compose(["model=imagen_base"]).model, resolve=True)
     for stage in model["stages"]:
         meta = read_meta(REPO / stage["checkpoint"])
-        recipe = OmegaConf.to_container(_compose([f"recipe={RECIPE_OF[stage['kind']]}"], name="train").recipe, resolve=True)
+        recipe = OmegaConf.to_container(_compose([f"recipe={stage['kind']}"], name="train").recipe, resolve=True)
         assert meta["kind"] == stage["kind"]
         shipped = json.loads(json.dumps(arch_of(build_stage(stage["kind"], meta["arch"]))))  # legacy keys dropped
         for arch in (stage["arch"], recipe["arch"]):  # in full, defaults included
             assert json.loads(json.dumps(arch_of(build_stage(stage["kind"], arch)))) == shipped, stage["kind"]
         assert (meta["image_size"], meta["lowres_size"]) == (stage["image_size"], stage["lowres_size"])
-        assert meta["prediction"] == stage["prediction"] == recipe["prediction"]
+    assert meta["prediction"] == stage["prediction"] == recipe["prediction"]
+
+
+def test_the_shipped_base_is_the_last_phase_of_the_chain_the_makefile_trains():
+    """checkpoints/base/recipe.json (make ship-base) names the phases of `make train-layout` in order, and
+    its last phase's recipe is the one in the shipped weights' own metadata."""
+    from imagen.checkpoint import read_meta
+
+    record = json.loads((REPO / "checkpoints/base/recipe.json").read_text())
+    makefile = (REPO / "Makefile").read_text()
+    train_layout = makefile[makefile.index("\ntrain-layout:"):makefile.index("\nship-base:")]
+    assert list(record["phases"]) == re.findall(r"out_dir=\$\(LAYOUT_DIR\)/(\w+)", train_layout)
+    last = list(record["phases"].values())[-1]["recipe"]
+    assert read_meta(REPO / "checkpoints/base/ema.safetensors")["recipe"] == json.loads(json.dumps(last))
+    assert record["started_from"]["path"] == "runs/base_v1/ema.safetensors"

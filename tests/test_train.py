@@ -583,11 +583,18 @@ def test_count_gap_sets_counted_objects_apart_and_the_default_keeps_the_data():
 def test_cooldown_lowers_the_rate_over_the_last_steps_and_leaves_the_steps_before(tmp_path):
     from dataclasses import replace
 
-    from bench.training import warmup_lr
+    from bench.training import lr_schedule
 
-    assert [warmup_lr(1.0, s, 2) for s in range(4)] == [0.5, 1.0, 1.0, 1.0]
-    assert [warmup_lr(1.0, s, 0, steps=10, cooldown=4) for s in range(5, 10)] == [1.0, 1.0, 0.75, 0.5, 0.25]
-    assert warmup_lr(1.0, 0, 2, steps=10, cooldown=4) == 0.5            # warm-up and cooldown multiply
+    assert [lr_schedule(1.0, s, 2) for s in range(4)] == [0.5, 1.0, 1.0, 1.0]
+    assert [lr_schedule(1.0, s, 0, steps=10, cooldown=4) for s in range(5, 10)] == [1.0, 1.0, 0.75, 0.5, 0.25]
+    assert lr_schedule(1.0, 0, 2, steps=10, cooldown=4) == 0.5            # warm-up and cooldown multiply
+    # a continued phase (steps counted from the chain's start) cools down over its own last steps
+    assert lr_schedule(1.0, 9399, 50, steps=9400, cooldown=600) == 1 / 600
+    assert lr_schedule(1.0, 8799, 50, steps=9400, cooldown=600) == 1.0
+    with pytest.raises(ValueError, match="cooldown"):
+        replace(_recipe(4), cooldown=-1)
+    with pytest.raises(ValueError, match="cooldown"):
+        replace(_recipe(4), cooldown=2, until_order=0.9)
     torch.set_num_threads(1)
     enc = {"kind": "minilm", "max_length": 16}
     train(_recipe(4), tmp_path / "flat", ckpt_every=2, text_encoder_cfg=enc)

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 from bench.shapes import COLORS, SHAPES, Scene, render_batch, sample_scene, scene_caption
 from bench.shapes.scene import OPPOSITE
-from bench.training import Loop, Trainer, setup, warmup_lr
+from bench.training import Loop, Trainer, lr_schedule, setup
 from imagen.text_encoder import TextEncoder, TextEncoderConfig
 
 from .evaluate import retrieval_top1
@@ -163,9 +163,9 @@ def clip_loss(img: torch.Tensor, txt: torch.Tensor, scale: torch.Tensor, caption
 
 # -- loop ----------------------------------------------------------------------------------
 def lr_at(cfg: TrainConfig, step: int) -> float:
-    """Linear warm-up (``bench.training.warmup_lr``), then cosine decay to ``lr * min_lr_frac``."""
+    """Linear warm-up (``bench.training.lr_schedule``), then cosine decay to ``lr * min_lr_frac``."""
     if step < cfg.warmup:
-        return warmup_lr(cfg.lr, step, cfg.warmup)
+        return lr_schedule(cfg.lr, step, cfg.warmup)
     t = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
     return cfg.lr * (cfg.min_lr_frac + (1 - cfg.min_lr_frac) * 0.5 * (1 + math.cos(math.pi * min(1.0, t))))
 
