@@ -125,7 +125,7 @@ def test_shipped_checkpoints_match_the_configured_architecture_and_recipe():
         for arch in (stage["arch"], recipe["arch"]):  # in full, defaults included
             assert json.loads(json.dumps(arch_of(build_stage(stage["kind"], arch)))) == shipped, stage["kind"]
         assert (meta["image_size"], meta["lowres_size"]) == (stage["image_size"], stage["lowres_size"])
-    assert meta["prediction"] == stage["prediction"] == recipe["prediction"]
+        assert meta["prediction"] == stage["prediction"] == recipe["prediction"]
 
 
 def test_the_shipped_base_is_the_last_phase_of_the_chain_the_makefile_trains():
