@@ -42,17 +42,17 @@ def chain_phases(chain: Path) -> list[Path]:
     return sorted(phases, key=lambda p: int(PHASE_NAME.match(p.name).group(1)))
 
 
-def phase_end(phase: Path, first_step: int) -> int:
+def phase_end(phase: Path, recipe: dict, first_step: int) -> int:
     """The step count the phase trains to: where its order check stopped it, ``steps_after`` past its
-    first step, or ``steps``."""
+    first step, or ``steps`` (``recipe``: the phase's ``recipe.json``)."""
     stopped = reached(phase)
     if stopped:
         return int(stopped["step"])
-    recipe = json.loads((phase / "recipe.json").read_text())["recipe"]
+    recipe = recipe["recipe"]
     return first_step + recipe["steps_after"] if recipe.get("steps_after") is not None else recipe["steps"]
 
 
-def chain_loss(phases: list[Path]) -> tuple[list[str], list[tuple[int, str]]]:
+def chain_loss(phases: list[Path], recipes: dict[str, dict]) -> tuple[list[str], list[tuple[int, str]]]:
     """Every phase's ``loss.csv`` rows in order, seconds counted on across the phases, and each phase's
     (first step, name). Each phase must start where the one before ended and have reached its end."""
     rows, starts, offset, done = [], [], 0.0, 0
@@ -61,11 +61,11 @@ def chain_loss(phases: list[Path]) -> tuple[list[str], list[tuple[int, str]]]:
         first = int(phase_rows[0][0]) if phase_rows else done
         if first != done:
             raise ValueError(f"{p}: starts at step {first}, the phase before ended at step {done}")
-        end = phase_end(p, first)
+        end, ema_step = phase_end(p, recipes[p.name], first), read_meta(p / EMA)["train_steps"]
         done = first + len(phase_rows)
-        if done != end or read_meta(p / EMA)["train_steps"] != end:
-            raise ValueError(f"{p}: unfinished (logged to step {done}, EMA at step "
-                             f"{read_meta(p / EMA)['train_steps']}, the phase ends at {end}); run it to its end")
+        if done != end or ema_step != end:
+            raise ValueError(f"{p}: unfinished (logged to step {done}, EMA at step {ema_step}, the phase ends "
+                             f"at {end}); run it to its end")
         starts.append((first, p.name))
         rows += [f"{step},{loss},{offset + float(seconds):.1f}" for step, loss, seconds, *_ in phase_rows]
         offset += float(phase_rows[-1][2]) if phase_rows else 0.0
@@ -79,8 +79,9 @@ def sha256(path: Path) -> str:
 def ship(chain: str | Path, out_dir: str | Path, started_from: str | Path | None = None) -> Path:
     """Write ``out_dir``'s stage files from the chain; returns its ``ema.safetensors``."""
     phases, out = chain_phases(Path(chain)), Path(out_dir)
-    rows, starts = chain_loss(phases)
-    record = {"chain": str(chain), "phases": {p.name: json.loads((p / "recipe.json").read_text()) for p in phases}}
+    recipes = {p.name: json.loads((p / "recipe.json").read_text()) for p in phases}
+    rows, starts = chain_loss(phases, recipes)
+    record = {"chain": str(chain), "phases": recipes}
     if started_from is not None:
         record["started_from"] = {"path": str(started_from), "sha256": sha256(Path(started_from))}
     out.mkdir(parents=True, exist_ok=True)
