@@ -75,6 +75,8 @@ def generation_settings(cfg: dict[str, Any], generator: Generator) -> dict[str, 
     """What generation.json holds: the config groups that change pixels, flattened, and the generator's
     identity (``generator.*``: kind, weights digests), so that a run directory refuses another model."""
     out = flatten({k: cfg[k] for k in GENERATION_KEYS})
+    if "model.dtype" in out and getattr(generator, "dtype", None):
+        out["model.dtype"] = generator.dtype  # resolved: "auto" gives other pixels on other CPUs
     out.update({f"generator.{k}": v for k, v in generator.identity().items()})
     return out
 

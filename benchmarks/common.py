@@ -102,8 +102,9 @@ def cpu_features(text: str | None = None) -> dict[str, bool]:
 
 def bf16_support(features: dict[str, bool]) -> str:
     if features.get("amx_bf16") or features.get("avx512_bf16"):
-        return "native (avx512_bf16 / amx_bf16); the benchmark still samples in fp32"
-    return "emulated (no avx512_bf16 / amx_bf16): bf16 would be slower than fp32 here; not used"
+        return ("native (avx512_bf16 / amx_bf16): model.dtype=auto samples in bf16 here (benchmarks/bf16.py); "
+                "the benchmark samples in fp32")
+    return "emulated (no avx512_bf16 / amx_bf16): bf16 would be slower than fp32 here; model.dtype=auto stays fp32"
 
 
 def machine_facts() -> dict[str, Any]:

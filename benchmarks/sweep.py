@@ -40,8 +40,9 @@ def chunk_counts(n_prompts: int, weights: tuple[float, ...], micro_batch: int) -
 def run_overrides(model_name: str, ckpt: dict[str, Path], text_cache: Path, n_prompts: int,
                   weights: tuple[float, ...], steps: int, sr_steps: int, micro_batch: int, threads: int,
                   metrics: bool) -> list[str]:
-    """The ``bench.run`` overrides of one benchmark run (CLI arguments, or ``compose`` in process)."""
-    return [f"model={model_name}", f"model.stages.0.checkpoint={ckpt['base']}",
+    """The ``bench.run`` overrides of one benchmark run (CLI arguments, or ``compose`` in process); float32, as
+    everything the benchmark times (model.dtype=auto would pick bf16 on some CPUs: benchmarks/bf16.py)."""
+    return [f"model={model_name}", "model.dtype=float32", f"model.stages.0.checkpoint={ckpt['base']}",
             f"model.stages.1.checkpoint={ckpt['sr']}", f"model.text_encoder.cache_dir={text_cache}",
             f"prompts.n={n_prompts}", f"guidance.weights=[{','.join(f'{w:g}' for w in weights)}]",
             f"sampler.steps={steps}", f"sampler.sr_steps={sr_steps}", f"sampler.micro_batch={micro_batch}",

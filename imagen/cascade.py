@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from .checkpoint import CheckpointError, build_stage, load_stage
-from .device import resolve_device
+from .device import resolve_device, resolve_dtype
 from .sampler import SamplerKind, per_row_randn, sample
 from .schedule import Grid, q_sample
 from .text_encoder import TextEncoder, TextEncoderConfig
@@ -63,10 +63,12 @@ def generators(seeds: Sequence[int], stage: int, stream: str) -> list[torch.Gene
 
 
 class Cascade:
-    def __init__(self, stages: list[Stage], text_encoder: TextEncoder, device: torch.device):
+    def __init__(self, stages: list[Stage], text_encoder: TextEncoder, device: torch.device,
+                 dtype: str = "float32"):
         if not stages or stages[0].cfg.kind != "base":
             raise ValueError("a cascade starts with a base stage")
         self.stages, self.text_encoder, self.device = stages, text_encoder, device
+        self.dtype = resolve_dtype(dtype, device)  # model.dtype: "float32" or "bfloat16" (autocast in sample)
 
     @property
     def random_init(self) -> bool:
@@ -78,7 +80,7 @@ class Cascade:
 
     @classmethod
     def load(cls, stages: list[StageConfig], text_encoder: TextEncoderConfig, device: str = "auto",
-             allow_random: bool = True) -> "Cascade":
+             allow_random: bool = True, dtype: str = "float32") -> "Cascade":
         dev = resolve_device(device)
         built = []
         for i, sc in enumerate(stages):
@@ -102,7 +104,7 @@ class Cascade:
         check_compatible(built, encoder)
         for s in built:
             s.model.to(memory_format=torch.channels_last)
-        return cls(built, encoder, dev)
+        return cls(built, encoder, dev, dtype)
 
     def sample(self, tokens: torch.Tensor, mask: torch.Tensor, w: torch.Tensor, seeds: Sequence[int], *,
                steps: int = 25, kind: SamplerKind = "ddim", grid: Grid = "time",
@@ -114,11 +116,18 @@ class Cascade:
         ``w`` is the base stage's per-row guidance weight; SR stages use ``sr_weight`` (None:
         the same w). ``aug_level`` is the noise-conditioning-augmentation level at which SR
         stages see the low-res image (paper section 2.5). ``kind`` and ``grid`` (the time grid) apply to
-        every stage; the run config's defaults are in conf/sampler/, these are the function's.
+        every stage; the run config's defaults are in conf/sampler/, these are the function's. The
+        U-Net forwards run in the cascade's ``dtype`` (autocast), everything else in float32.
         """
         dev = self.device
         tokens, mask, w = tokens.to(dev), mask.to(dev), w.to(dev)
-        x = None
+        with torch.autocast(dev.type, dtype=getattr(torch, self.dtype), enabled=self.dtype != "float32"):
+            return self._sample(tokens, mask, w, seeds, steps, kind, grid, thresholding, percentile, sr_steps,
+                                sr_weight, aug_level, on_step)
+
+    def _sample(self, tokens, mask, w, seeds, steps, kind, grid, thresholding, percentile, sr_steps, sr_weight,
+                aug_level, on_step) -> torch.Tensor:
+        dev, x = self.device, None
         for i, st in enumerate(self.stages):
             size = st.cfg.image_size
             shape = (3, size, size)

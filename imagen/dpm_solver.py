@@ -53,7 +53,7 @@ def data_prediction(model: Callable[..., torch.Tensor], x_t: torch.Tensor, t: fl
     if lowres is not None:
         extra = {"lowres": torch.cat([lowres, lowres[guided]]), "aug_level": torch.cat([aug_level, aug_level[guided]])}
     out = model(x_in, t_in, torch.cat([tokens, tokens[guided]]), torch.cat([mask, mask[guided]]), drop_text=drop,
-                **extra)
+                **extra).float()  # a bf16 forward (Cascade.dtype) hands back to float32 here
     out_uncond = out[:b].clone()
     out_uncond[guided] = out[b:]
     out = guide(out[:b], out_uncond, w)  # linear, so the same on eps or v; rows with w == 1 keep out_cond

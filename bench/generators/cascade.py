@@ -34,6 +34,7 @@ class CascadeGenerator:
 
     def __init__(self, cascade: Cascade, settings: SamplerSettings) -> None:
         self.cascade, self.settings = cascade, settings
+        self.dtype = cascade.dtype  # resolved (model.dtype=auto: bfloat16 or float32 by CPU)
         self.image_size = cascade.image_size
         self.random_weights = cascade.random_init
         self._digests = [None if st.random_init else file_sha256(st.cfg.checkpoint) for st in cascade.stages]
@@ -41,17 +42,20 @@ class CascadeGenerator:
     @classmethod
     def from_config(cls, model: dict[str, Any], settings: SamplerSettings, device: str = "auto") -> "CascadeGenerator":
         cascade = Cascade.load([StageConfig(**st) for st in model["stages"]], TextEncoderConfig(**model["text_encoder"]),
-                               device=device)
+                               device=device, dtype=str(model.get("dtype", "float32")))
         return cls(cascade, settings)
 
     def identity(self) -> dict[str, Any]:
         ident: dict[str, Any] = {"kind": "imagen", "text_encoder": self.cascade.text_encoder.id}
         for i, d in enumerate(self._digests):
             ident[f"stage{i}_sha256"] = d or "random"
+        if self.cascade.dtype != "float32":  # float32 runs keep the identity they had before model.dtype existed
+            ident["dtype"] = self.cascade.dtype
         return ident
 
     def info(self) -> dict[str, Any]:
-        return {"kind": "imagen", "device": str(self.cascade.device), "text_encoder": self.cascade.text_encoder.id,
+        return {"kind": "imagen", "device": str(self.cascade.device), "dtype": self.cascade.dtype,
+                "text_encoder": self.cascade.text_encoder.id,
                 "truncated_prompts": len(self.cascade.text_encoder.truncated),
                 "stages": [{"kind": st.cfg.kind, "checkpoint": st.cfg.checkpoint, "random_init": st.random_init,
                             "sha256": d, "train_steps": st.info.get("train_steps"), "image_size": st.cfg.image_size}
