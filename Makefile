@@ -53,7 +53,7 @@ benchmark: setup
 # stopped (steps_after). 2-3 h on 2 cores with AVX-512. `make ship-base` then ships the last phase as
 # checkpoints/base. The same chain from the control base (the text_encoder figure's control arm):
 # LAYOUT_DIR=runs/layout_random LAYOUT_FROM=runs/base_random_v1/ema.safetensors LAYOUT_ARGS=text_encoder.kind=random, shipped with
-# make ship-base LAYOUT_DIR=runs/layout_random SHIP_TO=checkpoints/base_random
+# make ship-base LAYOUT_DIR=runs/layout_random SHIP_TO=checkpoints/base_random LAYOUT_FROM=runs/base_random_v1/ema.safetensors
 # The chain starts from the v1 bases (conf/recipe/base.yaml with arch.coords=false
 # arch.coord_queries=false, 3000 steps; the control with text_encoder.kind=random), as committed then.
 V1_BASE := runs/base_v1/ema.safetensors

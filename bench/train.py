@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from bench.scene_kinds import KindHead, kind_loss, kind_maps
-from bench.shapes import (EXCHANGES, binding_swap, count_twin, positional_relations, reading_order, render_batch,
+from bench.shapes import (EXCHANGES, binding_swap, count_twin, drop_twin, positional_relations, reading_order, render_batch,
                           sample_scene, swapped_scene)
 from bench.order_stop import UNTIL_JSON, OrderStop, reached
 from bench.training import Loop, Trainer, lr_schedule, setup, state_step
@@ -91,6 +91,9 @@ class Recipe:
     # last object taken away, n - 1 in the caption) at the same t, noise and text drop: the pair's
     # x_t agree but for one object and the captions but for the count word (false: Counting has no twin)
     count_twins: bool = False
+    # ... and every other two-object Colors scene (odd row + step) beside its drop twin instead of its swapped
+    # one (bench.shapes.drop_twin: the second object taken away, one object named)
+    drop_twins: bool = False
     # the clear gap between a Counting scene's objects, as a fraction of the canvas (bench.shapes.scene._place).
     # Counting's failures are objects sampled touching and merged into one blob; a wider gap in training
     # asks for them apart
@@ -136,6 +139,8 @@ class Recipe:
             raise ValueError("recipe.steps_after counts on from continue_from's step: set recipe.continue_from")
         if self.count_twins and not self.binding_twins:
             raise ValueError("recipe.count_twins pairs Counting scenes within binding_twins: set binding_twins: true")
+        if self.drop_twins and not self.binding_twins:
+            raise ValueError("recipe.drop_twins pairs Colors scenes within binding_twins: set binding_twins: true")
         if self.twin_exchange not in EXCHANGES:
             raise ValueError(f"recipe.twin_exchange must be one of {EXCHANGES}, not {self.twin_exchange!r}")
         try:
@@ -167,7 +172,7 @@ def shapes_batch(seed: int, step: int, batch: int, size: int, lowres: int = 0,
 
 
 def with_twins(scenes: list, step: int, exchange: str = "colors",
-               count_twins: bool = False) -> tuple[list, torch.Tensor]:
+               count_twins: bool = False, drop_twins: bool = False) -> tuple[list, torch.Tensor]:
     """``scenes`` with row half + i replaced by the swapped twin of row i (where one exists; with
     ``count_twins`` a Counting row's count twin), and each row's source row (its own index, or its
     twin's) to share t, noise and text drop with."""
@@ -175,6 +180,8 @@ def with_twins(scenes: list, step: int, exchange: str = "colors",
     scenes, source = list(scenes), torch.arange(len(scenes))
     for i in range(half):
         twin = swapped_scene(scenes[i], flip_relation=(i + step) % 2 == 0, exchange=exchange)
+        if drop_twins and (i + step) % 2 == 1 and drop_twin(scenes[i]) is not None:
+            twin = drop_twin(scenes[i])
         if twin is None and count_twins:
             twin = count_twin(scenes[i])
         if twin is not None:
@@ -332,7 +339,7 @@ def diffusion_loss(model: torch.nn.Module, enc: TextEncoder, recipe: Recipe, see
                           recipe.relations, recipe.colors_in_reading_order, recipe.count_gap)
     source = None
     if recipe.binding_twins:
-        scenes, source = with_twins(scenes, step, recipe.twin_exchange, recipe.count_twins)
+        scenes, source = with_twins(scenes, step, recipe.twin_exchange, recipe.count_twins, recipe.drop_twins)
     x0 = scene_images(scenes, recipe.image_size)
     lowres = scene_images(scenes, recipe.lowres_size) if recipe.lowres_size else None
     tokens, mask = enc.encode([s.caption for s in scenes])

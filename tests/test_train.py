@@ -560,6 +560,31 @@ def test_count_twins_pair_counting_scenes_with_one_object_fewer():
     assert all(count_twin(s) is None for s in batch_scenes(0, 5, 8, {"Colors": 1.0}))
 
 
+def test_drop_twins_pair_every_other_two_object_colors_scene_with_its_first_object_alone():
+    from bench.shapes import drop_twin
+    from bench.shapes.detect import score
+    from bench.shapes.render import render
+    from bench.train import Recipe, batch_scenes, with_twins
+
+    with pytest.raises(ValueError, match="drop_twins"):
+        Recipe(drop_twins=True)
+    scenes = batch_scenes(0, 4, 32, {"Colors": 1.0}, 0.0)
+    swapped, _ = with_twins(scenes, 4, "shapes")
+    twinned, source = with_twins(scenes, 4, "shapes", drop_twins=True)
+    dropped = [j for j in range(16, 32) if source[j] != j and len(twinned[j].objects) == 1]
+    assert dropped and all((j - 16 + 4) % 2 == 1 for j in dropped)      # odd (row + step) only
+    for j in range(16, 32):
+        if j not in dropped:
+            assert twinned[j] == swapped[j]                             # the other rows keep their swapped twins
+    for j in dropped:
+        a, b = twinned[j - 16], twinned[j]
+        assert b.objects == a.objects[:1] and " and " in a.caption and " and " not in b.caption
+        image = np.asarray(render(b, 64))
+        assert score(image, b)["correct"] and not score(image, a)["correct"]
+    assert all(drop_twin(s) is None for s in batch_scenes(0, 5, 8, {"Counting": 1.0}))
+    assert with_twins(scenes, 4, "shapes", drop_twins=False)[0] == swapped  # off: the twins as before
+
+
 def test_count_gap_sets_counted_objects_apart_and_the_default_keeps_the_data():
     """recipe.count_gap: the clear gap between a Counting scene's objects' boxes; the default (0.06)
     draws the same scenes as before the option existed; other categories keep their places."""

@@ -203,6 +203,17 @@ def count_twin(scene: Scene) -> Scene | None:
     return replace(fewer, caption=scene_caption(fewer))
 
 
+def drop_twin(scene: Scene) -> Scene | None:
+    """A two-object Colors scene with its second object taken away ("a red circle and a blue square" ->
+    "a red circle", the circle where it was), or None. On the same noise the pair differs only where the
+    second object is, and the captions by "and" and one more object: a base that draws a third object, or
+    the second one's shape for both, is told apart from one that draws what the caption names."""
+    if scene.category != "Colors" or len(scene.objects) != 2:
+        return None
+    one = replace(scene, objects=scene.objects[:1])
+    return replace(one, caption=scene_caption(one))
+
+
 def binding_swap(scene: Scene, flip_relation: bool = True, exchange: str = "colors") -> str | None:
     """The caption of ``swapped_scene``: the same words bound differently, or None."""
     swapped = swapped_scene(scene, flip_relation, exchange)
