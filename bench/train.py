@@ -174,14 +174,15 @@ def shapes_batch(seed: int, step: int, batch: int, size: int, lowres: int = 0,
 def with_twins(scenes: list, step: int, exchange: str = "colors",
                count_twins: bool = False, drop_twins: bool = False) -> tuple[list, torch.Tensor]:
     """``scenes`` with row half + i replaced by the swapped twin of row i (where one exists; with
-    ``count_twins`` a Counting row's count twin), and each row's source row (its own index, or its
-    twin's) to share t, noise and text drop with."""
+    ``count_twins`` a Counting row's count twin; with ``drop_twins`` a two-object Colors row at odd i + step
+    its drop twin), and each row's source row (its own index, or its twin's) to share t, noise and text
+    drop with."""
     half = len(scenes) // 2
     scenes, source = list(scenes), torch.arange(len(scenes))
     for i in range(half):
         twin = swapped_scene(scenes[i], flip_relation=(i + step) % 2 == 0, exchange=exchange)
-        if drop_twins and (i + step) % 2 == 1 and drop_twin(scenes[i]) is not None:
-            twin = drop_twin(scenes[i])
+        if drop_twins and (i + step) % 2 == 1:
+            twin = drop_twin(scenes[i]) or twin
         if twin is None and count_twins:
             twin = count_twin(scenes[i])
         if twin is not None:

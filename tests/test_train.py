@@ -572,7 +572,8 @@ def test_drop_twins_pair_every_other_two_object_colors_scene_with_its_first_obje
     swapped, _ = with_twins(scenes, 4, "shapes")
     twinned, source = with_twins(scenes, 4, "shapes", drop_twins=True)
     dropped = [j for j in range(16, 32) if source[j] != j and len(twinned[j].objects) == 1]
-    assert dropped and all((j - 16 + 4) % 2 == 1 for j in dropped)      # odd (row + step) only
+    expected = [j for j in range(16, 32) if (j - 16 + 4) % 2 == 1 and len(scenes[j - 16].objects) == 2]
+    assert dropped == expected and dropped                            # every odd (row + step) two-object row
     for j in range(16, 32):
         if j not in dropped:
             assert twinned[j] == swapped[j]                             # the other rows keep their swapped twins

@@ -34,7 +34,6 @@ class CascadeGenerator:
 
     def __init__(self, cascade: Cascade, settings: SamplerSettings) -> None:
         self.cascade, self.settings = cascade, settings
-        self.dtype = cascade.dtype  # resolved (model.dtype=auto: bfloat16 or float32 by CPU)
         self.image_size = cascade.image_size
         self.random_weights = cascade.random_init
         self._digests = [None if st.random_init else file_sha256(st.cfg.checkpoint) for st in cascade.stages]
@@ -44,6 +43,11 @@ class CascadeGenerator:
         cascade = Cascade.load([StageConfig(**st) for st in model["stages"]], TextEncoderConfig(**model["text_encoder"]),
                                device=device, dtype=str(model.get("dtype", "float32")))
         return cls(cascade, settings)
+
+    @property
+    def dtype(self) -> str:
+        """The resolved compute dtype (model.dtype=auto: bfloat16 or float32 by CPU)."""
+        return self.cascade.dtype
 
     def identity(self) -> dict[str, Any]:
         ident: dict[str, Any] = {"kind": "imagen", "text_encoder": self.cascade.text_encoder.id}
