@@ -81,6 +81,16 @@ def generation_settings(cfg: dict[str, Any], generator: Generator) -> dict[str, 
     return out
 
 
+def check_ranks_agree(dist: Dist, settings: dict[str, Any]) -> None:
+    """Every rank generates with the same settings, or every rank stops: ranks on other machines may resolve
+    ``model.dtype=auto`` differently (bf16 where the CPU has it) or hold other checkpoint files."""
+    differ = sorted({k for other in dist.all_gather(settings) for k in set(other) | set(settings)
+                     if other.get(k) != settings.get(k)})
+    if differ:
+        raise RunConfigMismatch(f"the ranks would make images with different settings ({', '.join(differ)}); "
+                                "pin them (e.g. model.dtype=float32) or give every rank the same files")
+
+
 def _generate(cfg: dict[str, Any], run_dir: Path, dist: Dist) -> tuple[Generator, list, dict[str, Any]]:
     """Prompts -> images and manifest.csv; refuses a run directory made with other settings.
     Returns the generator, the jobs and counts (generated, skipped, seconds: the sampling itself)."""
@@ -89,6 +99,7 @@ def _generate(cfg: dict[str, Any], run_dir: Path, dist: Dist) -> tuple[Generator
                      int(cfg["seed"]))
     generator = build_generator(cfg)
     gen_cfg = generation_settings(cfg, generator)
+    check_ranks_agree(dist, gen_cfg)
     dist.on_main(rundir.check_generation, run_dir, gen_cfg, bool(cfg.get("resume", True)))
     if dist.is_main:
         rundir.write_generation(run_dir, gen_cfg)

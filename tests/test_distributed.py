@@ -192,3 +192,23 @@ def test_on_main_failure_reaches_every_rank():
 
     with pytest.raises(DistributedError, match="rank 0 failed: ValueError: bad config"):
         Rank1(1, 2).on_main(lambda: 1)
+
+
+def test_ranks_with_different_generation_settings_all_stop():
+    """A rank that resolved model.dtype=auto to bf16 beside one that resolved float32: every rank refuses."""
+    from bench.run import RunConfigMismatch, check_ranks_agree
+
+    mine = {"model.dtype": "float32", "seed": 0}
+
+    class Mixed(Dist):
+        def all_gather(self, obj):
+            return [obj, {**obj, "model.dtype": "bfloat16", "generator.dtype": "bfloat16"}]
+
+    with pytest.raises(RunConfigMismatch, match="generator.dtype, model.dtype"):
+        check_ranks_agree(Mixed(0, 2), mine)
+
+    class Same(Dist):
+        def all_gather(self, obj):
+            return [obj, dict(obj)]
+
+    check_ranks_agree(Same(1, 2), mine)   # agreeing ranks pass
