@@ -226,9 +226,7 @@ def _fingerprint_diff(base: dict[str, Any], now: dict[str, Any]) -> list[str]:
     for key in sorted(set(base) | set(now)):
         a, b = base.get(key), now.get(key)
         if isinstance(a, dict) and isinstance(b, dict):
-            for sub in sorted(set(a) | set(b)):
-                if a.get(sub) != b.get(sub):
-                    diffs.append(f"{key}.{sub}: baseline {a.get(sub)!r}, run {b.get(sub)!r}")
+            diffs += [f"{key}.{sub}: baseline {a.get(sub)!r}, run {b.get(sub)!r}" for sub in rundir.differing_keys(a, b)]
         elif a is None or b is None:
             continue  # recorded on one side only (e.g. a run scored outside bench.run): not comparable
         elif a != b:

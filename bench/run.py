@@ -84,8 +84,7 @@ def generation_settings(cfg: dict[str, Any], generator: Generator) -> dict[str, 
 def check_ranks_agree(dist: Dist, settings: dict[str, Any]) -> None:
     """Every rank generates with the same settings, or every rank stops: ranks on other machines may resolve
     ``model.dtype=auto`` differently (bf16 where the CPU has it) or hold other checkpoint files."""
-    differ = sorted({k for other in dist.all_gather(settings) for k in set(other) | set(settings)
-                     if other.get(k) != settings.get(k)})
+    differ = sorted({k for other in dist.all_gather(settings) for k in rundir.differing_keys(other, settings)})
     if differ:
         raise RunConfigMismatch(f"the ranks would make images with different settings ({', '.join(differ)}); "
                                 "pin them (e.g. model.dtype=float32) or give every rank the same files")

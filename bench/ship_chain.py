@@ -13,7 +13,6 @@ says how all of it was trained. Every phase must have reached its end: ``recipe.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import shutil
@@ -21,6 +20,7 @@ import sys
 from pathlib import Path
 
 from bench.order_stop import reached
+from bench.rundir import file_sha256
 from bench.training import LOSS_FILE, LOSS_PNG, plot_loss
 from imagen.checkpoint import read_meta
 
@@ -72,10 +72,6 @@ def chain_loss(phases: list[Path], recipes: dict[str, dict]) -> tuple[list[str],
     return rows, starts
 
 
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def ship(chain: str | Path, out_dir: str | Path, started_from: str | Path | None = None) -> Path:
     """Write ``out_dir``'s stage files from the chain; returns its ``ema.safetensors``."""
     phases, out = chain_phases(Path(chain)), Path(out_dir)
@@ -83,7 +79,7 @@ def ship(chain: str | Path, out_dir: str | Path, started_from: str | Path | None
     rows, starts = chain_loss(phases, recipes)
     record = {"chain": str(chain), "phases": recipes}
     if started_from is not None:
-        record["started_from"] = {"path": str(started_from), "sha256": sha256(Path(started_from))}
+        record["started_from"] = {"path": str(started_from), "sha256": file_sha256(started_from)}
     out.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(phases[-1] / EMA, out / EMA)
     (out / LOSS_FILE).write_text("\n".join(rows) + "\n")

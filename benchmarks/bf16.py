@@ -27,9 +27,8 @@ import torch  # noqa: E402
 from benchmarks.common import REPO, compose, forward_args, guidance_settings, machine_facts, offline_env  # noqa: E402
 from benchmarks.common import sampling_inputs  # noqa: E402
 from imagen.cascade import Cascade, StageConfig, to_uint8  # noqa: E402
+from imagen.device import DTYPE_NAMES as DTYPES  # noqa: E402  (float32 first: the reference)
 from imagen.text_encoder import TextEncoderConfig  # noqa: E402
-
-DTYPES = ("float32", "bfloat16")
 
 
 def sample_once(cascade: Cascade, inputs: tuple, sampler: dict, g) -> tuple[float, np.ndarray]:

@@ -24,6 +24,7 @@ from bench.prompts.shapes_set import shapes_prompts
 from bench.runinfo import git_revision
 from imagen.cascade import Cascade, StageConfig
 from imagen.checkpoint import CheckpointError, build_stage, load_stage, save_stage
+from imagen.device import BF16_FLAGS
 from imagen.text_encoder import TextEncoderConfig
 
 REPO = Path(__file__).resolve().parents[1]
@@ -101,7 +102,7 @@ def cpu_features(text: str | None = None) -> dict[str, bool]:
 
 
 def bf16_support(features: dict[str, bool]) -> str:
-    if features.get("amx_bf16") or features.get("avx512_bf16"):
+    if any(features.get(f) for f in BF16_FLAGS):
         return ("native (avx512_bf16 / amx_bf16): model.dtype=auto samples in bf16 here (benchmarks/bf16.py); "
                 "the benchmark samples in fp32")
     return "emulated (no avx512_bf16 / amx_bf16): bf16 would be slower than fp32 here; model.dtype=auto stays fp32"

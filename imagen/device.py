@@ -6,6 +6,7 @@ from pathlib import Path
 import torch
 
 DTYPE_NAMES = ("float32", "bfloat16")
+BF16_FLAGS = ("avx512_bf16", "amx_bf16")   # /proc/cpuinfo flags of a CPU that computes bf16 in hardware
 
 
 def resolve_device(name: str | torch.device = "auto") -> torch.device:
@@ -24,7 +25,7 @@ def native_bf16(cpuinfo: str | None = None) -> bool:
         except OSError:
             return False
     flags = next((ln.split(":", 1)[1].split() for ln in cpuinfo.splitlines() if ln.startswith("flags")), [])
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+    return any(f in flags for f in BF16_FLAGS)
 
 
 def resolve_dtype(name: str, device: torch.device) -> str:

@@ -19,7 +19,7 @@ from .files import (GENERATION, HYDRA_CONFIG, HYDRA_DIR, IMAGE_CACHE, IMAGE_SCOR
                     file_sha256, is_run_dir, read_json, save_figure, write_json)
 from .lock import LOCK_NAME, RunLock, RunLockedError, run_lock
 from .tables import (ADDED_GENERATION_KEYS, MANIFEST_COLUMNS, METRICS_COLUMNS, METRICS_TEXT_COLUMNS, ManifestError,
-                     RunConfigMismatch, check_generation, read_config, read_config_text, read_hydra_file,
+                     RunConfigMismatch, check_generation, differing_keys, read_config, read_config_text, read_hydra_file,
                      read_manifest, read_metrics, with_added_keys, write_generation, write_hydra_files,
                      write_manifest, write_metrics)
 
@@ -29,7 +29,7 @@ __all__ = [
     "file_sha256", "is_run_dir", "read_json", "save_figure", "write_json",
     "LOCK_NAME", "RunLock", "RunLockedError", "run_lock",
     "ADDED_GENERATION_KEYS", "MANIFEST_COLUMNS", "METRICS_COLUMNS", "METRICS_TEXT_COLUMNS", "ManifestError",
-    "RunConfigMismatch", "check_generation", "with_added_keys", "read_config", "read_config_text", "read_hydra_file",
+    "RunConfigMismatch", "check_generation", "differing_keys", "with_added_keys", "read_config", "read_config_text", "read_hydra_file",
     "read_manifest", "read_metrics",
     "write_generation", "write_hydra_files", "write_manifest", "write_metrics",
 ]

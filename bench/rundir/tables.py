@@ -125,6 +125,11 @@ def with_added_keys(settings: dict[str, Any], present: dict[str, Any]) -> dict[s
     return {**{k: v for k, v in ADDED_GENERATION_KEYS.items() if k in present}, **settings}
 
 
+def differing_keys(a: dict[str, Any], b: dict[str, Any], ignore: tuple[str, ...] = ()) -> list[str]:
+    """The keys of two flat settings dicts whose values differ (a key missing on one side differs), sorted."""
+    return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k) and k not in ignore)
+
+
 def check_generation(run_dir: str | os.PathLike, settings: dict[str, Any], resume: bool,
                      may_differ: tuple[str, ...] = ("guidance.weights", "prompts")) -> None:
     """Refuse to mix images of different settings in one run directory. ``settings`` is the flat dict of
@@ -135,7 +140,7 @@ def check_generation(run_dir: str | os.PathLike, settings: dict[str, Any], resum
     old = with_added_keys(old, settings)
     if not resume:
         raise RunConfigMismatch(f"{run_dir} already holds a run and resume=false: choose another hydra.run.dir")
-    diff = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k) and k not in may_differ)
+    diff = differing_keys(old, settings, may_differ)
     if diff:
         raise RunConfigMismatch(
             f"{run_dir} holds images made with other settings ({', '.join(diff)}); its images are kept. "
