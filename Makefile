@@ -46,16 +46,18 @@ benchmark: setup
 	$(PY) -m pip install -q --no-deps imagen-pytorch==2.1.0 einops beartype kornia kornia-rs
 	$(PY) benchmarks/run.py
 
-# the base's layout curriculum (conf/recipe/base_layout*.yaml, README "The layout curriculum"): nine runs
+# the base's layout curriculum (conf/recipe/base_layout*.yaml, README "The layout curriculum"): ten runs
 # from the v1 base, coordinate inputs and queries added, each continuing the last one's train state; each
 # resumes from its own checkpoint when run again. Phase 5 trains until the first step's order reaches 0.9
 # (bench.order_stop; at most to step 6400), so the phases after it count their steps on from wherever it
-# stopped (steps_after). 2-3 h on 2 cores with AVX-512. `make ship-base` then ships the last phase as
+# stopped (steps_after). Phases 1-9 attend at 16 and 8 px; phase 10 grows cross-attention at 32 px too
+# (the shipped arch, conf/model/imagen_base.yaml; new layers start as the identity: bench.training.load_weights).
+# 2.5-3 h on 2 cores with AVX-512. `make ship-base` then ships the last phase as
 # checkpoints/base. The same chain from the control base (the text_encoder figure's control arm):
 # LAYOUT_DIR=runs/layout_random LAYOUT_FROM=runs/base_random_v1/ema.safetensors LAYOUT_ARGS=text_encoder.kind=random, shipped with
 # make ship-base LAYOUT_DIR=runs/layout_random SHIP_TO=checkpoints/base_random LAYOUT_FROM=runs/base_random_v1/ema.safetensors
 # The chain starts from the v1 bases (conf/recipe/base.yaml with arch.coords=false
-# arch.coord_queries=false, 3000 steps; the control with text_encoder.kind=random), as committed then.
+# arch.coord_queries=false 'arch.attn_resolutions=[16,8]', 3000 steps; the control with text_encoder.kind=random), as committed then.
 V1_BASE := runs/base_v1/ema.safetensors
 V1_RANDOM := runs/base_random_v1/ema.safetensors
 LAYOUT_DIR ?= runs/layout
@@ -63,7 +65,8 @@ LAYOUT_FROM ?= $(V1_BASE)
 LAYOUT_ARGS ?=
 SHIP_TO ?= checkpoints/base
 # coordinate inputs and queries pinned on (the shipped arch has them too now; the chain adds them to the v1 base)
-LAYOUT := $(PY) -m bench.train shipped_model.stages.0.arch.coords=true shipped_model.stages.0.arch.coord_queries=true $(LAYOUT_ARGS)
+LAYOUT_ALL := $(PY) -m bench.train shipped_model.stages.0.arch.coords=true shipped_model.stages.0.arch.coord_queries=true $(LAYOUT_ARGS)
+LAYOUT := $(LAYOUT_ALL) 'shipped_model.stages.0.arch.attn_resolutions=[16,8]'
 
 $(V1_BASE):
 	mkdir -p $(@D) && git show d01ffe7212f8b2e15eb2860443a4a730bad78e93:checkpoints/base/ema.safetensors > $@.tmp && mv $@.tmp $@
@@ -90,6 +93,9 @@ train-layout: setup $(LAYOUT_FROM)
 	$(LAYOUT) recipe=base_layout_colors out_dir=$(LAYOUT_DIR)/9_counting recipe.steps_after=400 \
 	  'recipe.category_mix={Colors: 0.25, Counting: 0.6, Positional: 0.15}' recipe.count_gap=0.12 \
 	  recipe.continue_from=$(LAYOUT_DIR)/8_counting/train_state.safetensors
+	$(LAYOUT_ALL) recipe=base_layout_colors out_dir=$(LAYOUT_DIR)/10_attn32 recipe.steps_after=600 \
+	  'recipe.category_mix={Colors: 0.4, Counting: 0.4, Positional: 0.2}' recipe.count_gap=0.12 \
+	  recipe.continue_from=$(LAYOUT_DIR)/9_counting/train_state.safetensors
 
 ship-base: setup
 	$(PY) -m bench.ship_chain $(LAYOUT_DIR) $(SHIP_TO) $(LAYOUT_FROM)

@@ -3,7 +3,7 @@
     python -m bench.ship_chain CHAIN_DIR OUT_DIR [STARTED_FROM]   # make ship-base: runs/layout -> checkpoints/base
 
 A chain (``make train-layout``) is one directory per phase, named ``<number>_<name>`` in training order
-(``1_mix`` ... ``9_counting``), each continuing the one before (``recipe.continue_from``). ``OUT_DIR``
+(``1_mix`` ... ``10_attn32``), each continuing the one before (``recipe.continue_from``). ``OUT_DIR``
 gets the last phase's ``ema.safetensors`` (what sampling loads), ``loss.csv`` with every phase's rows
 in order (seconds summed across the phases) and its ``loss.png`` (each phase's start marked), and
 ``recipe.json`` listing each phase's own ``recipe.json`` under its name, with the file the chain started

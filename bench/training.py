@@ -33,6 +33,7 @@ from tqdm import tqdm
 
 from imagen.checkpoint import atomic_save
 from imagen.device import resolve_device
+from imagen.nn import Attention
 
 log = logging.getLogger("bench.training")
 STATE_FILE = "train_state.safetensors"
@@ -116,12 +117,30 @@ def state_step(path: str | Path) -> int:
         return int(f.get_tensor("step").item())
 
 
+def load_weights(module: torch.nn.Module, state: dict[str, torch.Tensor]) -> list[str]:
+    """``module.load_state_dict(state)``, where ``module`` may hold whole attention layers that ``state``
+    lacks (a base continued with more ``arch.attn_resolutions`` than it was trained with): those keep their
+    initial weights, whose zero output projection makes them the identity, so the module computes what
+    ``state`` did. Any other missing or unexpected key raises. Returns the grown layers' names."""
+    missing, unexpected = module.load_state_dict(state, strict=False)
+    attention = [n for n, m in module.named_modules() if isinstance(m, Attention)]
+    grown = sorted({n for k in missing for n in attention if k.startswith(n + ".")})
+    whole = {f"{n}.{k}" for n in grown for k in module.get_submodule(n).state_dict()}
+    if unexpected or set(missing) != whole:
+        raise RuntimeError(f"state does not fit the model: missing {sorted(set(missing) - whole)[:5]}, "
+                           f"unexpected {unexpected[:5]}")
+    return grown
+
+
 def load_state(tensors: dict[str, torch.Tensor], model: torch.nn.Module, opt: torch.optim.Optimizer,
                ema: torch.nn.Module | None = None) -> int:
-    """Restore model, EMA and optimizer from ``state_tensors`` output; returns the step."""
-    model.load_state_dict(model_weights(tensors))
+    """Restore model, EMA and optimizer from ``state_tensors`` output; returns the step. Attention layers
+    the state lacks start as the identity (``load_weights``) with fresh Adam moments."""
+    grown = load_weights(model, model_weights(tensors))
+    if grown:
+        log.info("attention grown at %s (zero output: the same function at this step)", ", ".join(grown))
     if ema is not None:
-        ema.load_state_dict(model_weights(tensors, "ema."))
+        load_weights(ema, model_weights(tensors, "ema."))
     load_adam(opt, model, tensors)
     return int(tensors["step"].item())
 

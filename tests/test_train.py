@@ -632,3 +632,31 @@ def test_cooldown_lowers_the_rate_over_the_last_steps_and_leaves_the_steps_befor
     assert len(losses[0]) == 4 and losses[0] == losses[1]
     flat, cool = _weights(tmp_path / "flat"), _weights(tmp_path / "cool")
     assert not torch.equal(flat["model.out.weight"], cool["model.out.weight"])
+
+
+def test_a_run_continues_with_attention_at_more_resolutions_as_the_same_function(tmp_path):
+    from bench.train import build_models
+    from bench.training import load_state, load_weights
+
+    torch.set_num_threads(1)
+    enc = {"kind": "minilm", "max_length": 16}
+    train(_recipe(2), tmp_path / "a", ckpt_every=2, text_encoder_cfg=enc)
+    state = _weights(tmp_path / "a")
+    with torch.no_grad():                            # so that the trained weights are not near zero
+        state = {k: (v + 0.05 * torch.randn_like(v) if v.is_floating_point() and k.startswith(("model.", "ema."))
+                     else v) for k, v in state.items()}
+    more = Recipe(stage="base", arch={**TINY, "attn_resolutions": [16, 8]}, image_size=16, steps=4, batch_size=4)
+    model, ema = build_models(more, 0, torch.device("cpu"))
+    opt = torch.optim.AdamW(model.parameters())
+    assert load_state(state, model, opt, ema) == 2
+    src, _ = build_models(_recipe(2), 0, torch.device("cpu"))
+    src.load_state_dict({k[len("model."):]: v for k, v in state.items() if k.startswith("model.")})
+    x, t = torch.randn(2, 3, 16, 16), torch.tensor([0.3, 0.8])
+    tokens, mask = torch.randn(2, 5, 384), torch.ones(2, 5, dtype=torch.long)
+    with torch.no_grad():
+        assert torch.allclose(model(x, t, tokens, mask), src(x, t, tokens, mask), atol=1e-5)
+    grown = [n for n, p in model.named_parameters() if f"model.{n}" not in state]
+    assert grown and all(".1." in n for n in grown)                 # the new cross-attention layers only
+    stripped = {k: v for k, v in src.state_dict().items() if not k.startswith("out.")}
+    with pytest.raises(RuntimeError, match="missing"):              # any other missing weight stays an error
+        load_weights(build_models(_recipe(2), 0, torch.device("cpu"))[0], stripped)
