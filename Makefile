@@ -65,8 +65,10 @@ LAYOUT_FROM ?= $(V1_BASE)
 LAYOUT_ARGS ?=
 SHIP_TO ?= checkpoints/base
 # coordinate inputs and queries pinned on (the shipped arch has them too now; the chain adds them to the v1 base)
-LAYOUT_ALL := $(PY) -m bench.train shipped_model.stages.0.arch.coords=true shipped_model.stages.0.arch.coord_queries=true $(LAYOUT_ARGS)
-LAYOUT := $(LAYOUT_ALL) 'shipped_model.stages.0.arch.attn_resolutions=[16,8]'
+# and cross-attention at 16 and 8 px for phases 1-9 (LAYOUT), at 32, 16 and 8 px for phase 10 (LAYOUT_32); LAYOUT_ARGS last
+LAYOUT_PINS := $(PY) -m bench.train shipped_model.stages.0.arch.coords=true shipped_model.stages.0.arch.coord_queries=true
+LAYOUT := $(LAYOUT_PINS) 'shipped_model.stages.0.arch.attn_resolutions=[16,8]' $(LAYOUT_ARGS)
+LAYOUT_32 := $(LAYOUT_PINS) 'shipped_model.stages.0.arch.attn_resolutions=[32,16,8]' $(LAYOUT_ARGS)
 
 $(V1_BASE):
 	mkdir -p $(@D) && git show d01ffe7212f8b2e15eb2860443a4a730bad78e93:checkpoints/base/ema.safetensors > $@.tmp && mv $@.tmp $@
@@ -93,7 +95,7 @@ train-layout: setup $(LAYOUT_FROM)
 	$(LAYOUT) recipe=base_layout_colors out_dir=$(LAYOUT_DIR)/9_counting recipe.steps_after=400 \
 	  'recipe.category_mix={Colors: 0.25, Counting: 0.6, Positional: 0.15}' recipe.count_gap=0.12 \
 	  recipe.continue_from=$(LAYOUT_DIR)/8_counting/train_state.safetensors
-	$(LAYOUT_ALL) recipe=base_layout_colors out_dir=$(LAYOUT_DIR)/10_attn32 recipe.steps_after=600 \
+	$(LAYOUT_32) recipe=base_layout_colors out_dir=$(LAYOUT_DIR)/10_attn32 recipe.steps_after=600 \
 	  'recipe.category_mix={Colors: 0.4, Counting: 0.4, Positional: 0.2}' recipe.count_gap=0.12 \
 	  recipe.continue_from=$(LAYOUT_DIR)/9_counting/train_state.safetensors
 

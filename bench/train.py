@@ -26,7 +26,7 @@ from bench.scene_kinds import KindHead, kind_loss, kind_maps
 from bench.shapes import (EXCHANGES, binding_swap, count_twin, drop_twin, positional_relations, reading_order, render_batch,
                           sample_scene, swapped_scene)
 from bench.order_stop import UNTIL_JSON, OrderStop, reached
-from bench.training import Loop, Trainer, lr_schedule, setup, state_step
+from bench.training import Loop, Trainer, load_weights, lr_schedule, setup, state_step
 from imagen.checkpoint import build_stage, load_stage, save_stage
 from imagen.schedule import alpha_sigma, q_sample, training_target
 from imagen.text_encoder import TextEncoder, TextEncoderConfig
@@ -222,7 +222,8 @@ def focus_times(t: torch.Tensor, recipe: Recipe, g: torch.Generator) -> torch.Te
 
 def _warm_start(model: torch.nn.Module, path: str) -> None:
     """``model`` initialised from the stage file ``path`` (the same architecture, or the same base without
-    coordinate inputs or queries, ``add_coords``, or without self-attention, ``grow_self_attention``)."""
+    coordinate inputs or queries, ``add_coords``, without self-attention, ``grow_self_attention``, or
+    with cross-attention at fewer resolutions, ``bench.training.load_weights``)."""
     src, _ = load_stage(path)
     added = []
     for k in ("coords", "coord_queries"):
@@ -239,8 +240,8 @@ def _warm_start(model: torch.nn.Module, path: str) -> None:
         grow_self_attention(src, model)
         log.info("initialised from %s, self-attention added (zero output: the same function at step 0)", path)
         return
-    model.load_state_dict(src.state_dict(), strict=True)
-    log.info("initialised from %s", path)
+    grown = load_weights(model, src.state_dict())   # attention at more resolutions: grown as the identity
+    log.info("initialised from %s%s", path, f", attention grown at {', '.join(grown)}" if grown else "")
 
 
 def add_coords(src: torch.nn.Module, added: list[str]) -> torch.nn.Module:

@@ -119,17 +119,36 @@ def state_step(path: str | Path) -> int:
 
 def load_weights(module: torch.nn.Module, state: dict[str, torch.Tensor]) -> list[str]:
     """``module.load_state_dict(state)``, where ``module`` may hold whole attention layers that ``state``
-    lacks (a base continued with more ``arch.attn_resolutions`` than it was trained with): those keep their
-    initial weights, whose zero output projection makes them the identity, so the module computes what
-    ``state`` did. Any other missing or unexpected key raises. Returns the grown layers' names."""
+    lacks (a base continued with more ``arch.attn_resolutions`` than it was trained with): such layers end
+    their blocks, keep their initial weights, and their zero output projections make them the
+    identity, so the module computes what ``state`` did. Any other missing or unexpected key, or a layer
+    only partly in ``state``, raises. Returns the grown layers' names."""
     missing, unexpected = module.load_state_dict(state, strict=False)
     attention = [n for n, m in module.named_modules() if isinstance(m, Attention)]
     grown = sorted({n for k in missing for n in attention if k.startswith(n + ".")})
-    whole = {f"{n}.{k}" for n in grown for k in module.get_submodule(n).state_dict()}
-    if unexpected or set(missing) != whole:
-        raise RuntimeError(f"state does not fit the model: missing {sorted(set(missing) - whole)[:5]}, "
-                           f"unexpected {unexpected[:5]}")
+    keys = {n: {f"{n}.{k}" for k in module.get_submodule(n).state_dict()} for n in grown}
+    partial = {n: sorted(ks - set(missing)) for n, ks in keys.items() if not ks <= set(missing)}
+    not_trailing = [n for n in grown if not _trailing(module, n, grown)]
+    other = sorted(set(missing) - set().union(*keys.values()))
+    if unexpected or partial or not_trailing or other:
+        raise RuntimeError("the state does not fit the model: " + "; ".join(filter(None, [
+            other and f"missing {len(other)} weights outside attention layers, e.g. {other[:3]}",
+            unexpected and f"{len(unexpected)} unexpected weights, e.g. {unexpected[:3]}",
+            partial and f"attention layers only partly in the state: {sorted(partial)[:3]} "
+                        f"(it has {partial[sorted(partial)[0]][:2]}...)",
+            not_trailing and f"missing attention layers followed by layers the state has: {not_trailing[:3]}"])))
     return grown
+
+
+def _trailing(module: torch.nn.Module, name: str, grown: list[str]) -> bool:
+    """Whether layer ``name`` and every layer after it in its block (a ``ModuleList``) are grown: a layer
+    added anywhere else would shift the names of the layers after it (self-attention is grown by
+    ``bench.train.grow_self_attention`` instead)."""
+    parent, _, index = name.rpartition(".")
+    block = module.get_submodule(parent) if parent else module
+    if not (isinstance(block, torch.nn.ModuleList) and index.isdigit()):
+        return False
+    return all(f"{parent}.{j}" in grown for j in range(int(index), len(block)))
 
 
 def load_state(tensors: dict[str, torch.Tensor], model: torch.nn.Module, opt: torch.optim.Optimizer,
@@ -139,8 +158,8 @@ def load_state(tensors: dict[str, torch.Tensor], model: torch.nn.Module, opt: to
     grown = load_weights(model, model_weights(tensors))
     if grown:
         log.info("attention grown at %s (zero output: the same function at this step)", ", ".join(grown))
-    if ema is not None:
-        load_weights(ema, model_weights(tensors, "ema."))
+    if ema is not None and load_weights(ema, model_weights(tensors, "ema.")) != grown:
+        raise RuntimeError("the state's EMA copy lacks other attention layers than its model")
     load_adam(opt, model, tensors)
     return int(tensors["step"].item())
 

@@ -1,9 +1,10 @@
 """The base text-to-image U-Net (paper section 2.4 and appendix F).
 
 Text enters in two ways, as in the paper: cross-attention from image positions to the
-(layer-normed) text tokens at the low resolutions, and a pooled text vector added to the
-timestep embedding. Classifier-free guidance needs an unconditional model too: rows whose
-``drop_text`` flag is set see a learned null token instead of the caption.
+(layer-normed) text tokens at ``attn_resolutions`` (the shipped 32 px base: all of 32, 16 and 8 px),
+and a pooled text vector added to the timestep embedding. Classifier-free guidance needs an
+unconditional model too: rows whose ``drop_text`` flag is set see a learned null token instead of
+the caption.
 
 ``coords`` (not in the paper) adds two input channels holding each pixel's x and y in [-1, 1]
 (CoordConv, Liu et al. 2018): a convolutional U-Net knows where it is only from its zero padding, yet

@@ -636,7 +636,7 @@ def test_cooldown_lowers_the_rate_over_the_last_steps_and_leaves_the_steps_befor
 
 def test_a_run_continues_with_attention_at_more_resolutions_as_the_same_function(tmp_path):
     from bench.train import build_models
-    from bench.training import load_state, load_weights
+    from bench.training import load_state, load_weights, model_weights
 
     torch.set_num_threads(1)
     enc = {"kind": "minilm", "max_length": 16}
@@ -649,14 +649,41 @@ def test_a_run_continues_with_attention_at_more_resolutions_as_the_same_function
     model, ema = build_models(more, 0, torch.device("cpu"))
     opt = torch.optim.AdamW(model.parameters())
     assert load_state(state, model, opt, ema) == 2
-    src, _ = build_models(_recipe(2), 0, torch.device("cpu"))
-    src.load_state_dict({k[len("model."):]: v for k, v in state.items() if k.startswith("model.")})
+    x, t = torch.randn(2, 3, 16, 16), torch.tensor([0.3, 0.8])
+    tokens, mask = torch.randn(2, 5, 384), torch.ones(2, 5, dtype=torch.long)
+    for grown_model, prefix in ((model, "model."), (ema, "ema.")):
+        src, _ = build_models(_recipe(2), 0, torch.device("cpu"))
+        src.load_state_dict(model_weights(state, prefix))
+        with torch.no_grad():
+            assert torch.allclose(grown_model(x, t, tokens, mask), src(x, t, tokens, mask), atol=1e-5), prefix
+    # the 16 px blocks (two down, one per level up) gained their cross-attention as the last layer
+    fresh = build_models(more, 0, torch.device("cpu"))[0]
+    assert load_weights(fresh, model_weights(state)) == ["down.0.1", "up.3.1", "up.4.1"]
+    names = {id(p): n for n, p in model.named_parameters()}
+    with_moments = {names[id(p)] for p in opt.state}
+    assert with_moments and all(not n.startswith(("down.0.1.", "up.3.1.", "up.4.1.")) for n in with_moments)
+    old = model_weights(state)
+    with pytest.raises(RuntimeError, match="outside attention layers"):     # any other missing weight
+        load_weights(build_models(more, 0, torch.device("cpu"))[0], {k: v for k, v in old.items() if k != "out.bias"})
+    with pytest.raises(RuntimeError, match="unexpected"):
+        load_weights(build_models(more, 0, torch.device("cpu"))[0], {**old, "extra.weight": torch.zeros(1)})
+    partly = {**old, **{f"down.0.1.{k}": v for k, v in fresh.down[0][1].state_dict().items() if k.startswith("q.")}}
+    with pytest.raises(RuntimeError, match="only partly"):
+        load_weights(build_models(more, 0, torch.device("cpu"))[0], partly)
+
+
+def test_init_from_a_base_with_attention_at_fewer_resolutions_grows_it(tmp_path):
+    from bench.train import build_models
+    from imagen.checkpoint import build_stage, save_stage
+
+    torch.manual_seed(0)
+    src = _jittered(build_stage("base", TINY))
+    save_stage(src, tmp_path / "ema.safetensors", "base", prediction="v", image_size=16, lowres_size=0)
+    more = Recipe(stage="base", arch={**TINY, "attn_resolutions": [16, 8]}, image_size=16,
+                  init_from=str(tmp_path / "ema.safetensors"))
+    model, _ = build_models(more, 0, torch.device("cpu"))
+    src, _ = load_stage(tmp_path / "ema.safetensors")
     x, t = torch.randn(2, 3, 16, 16), torch.tensor([0.3, 0.8])
     tokens, mask = torch.randn(2, 5, 384), torch.ones(2, 5, dtype=torch.long)
     with torch.no_grad():
         assert torch.allclose(model(x, t, tokens, mask), src(x, t, tokens, mask), atol=1e-5)
-    grown = [n for n, p in model.named_parameters() if f"model.{n}" not in state]
-    assert grown and all(".1." in n for n in grown)                 # the new cross-attention layers only
-    stripped = {k: v for k, v in src.state_dict().items() if not k.startswith("out.")}
-    with pytest.raises(RuntimeError, match="missing"):              # any other missing weight stays an error
-        load_weights(build_models(_recipe(2), 0, torch.device("cpu"))[0], stripped)
