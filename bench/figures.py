@@ -182,6 +182,16 @@ def checkpoint_hashes(cfg: dict[str, Any]) -> list[str]:
     return out
 
 
+def _earlier_generation_s(prev: dict | None, info: dict) -> float:
+    """Generation time of images this invocation resumed (a rescore after a metrics change), from the record of
+    the invocation that made them (pro rata), so the variant's wall time stays the time its sweep costs."""
+    if not prev or not info.get("images_resumed"):
+        return 0.0
+    earlier = prev.get("info") or {}
+    per_image = float(earlier.get("wall_time_s", {}).get("generation", 0.0)) / max(int(earlier.get("num_images", 0)), 1)
+    return per_image * info["images_resumed"]
+
+
 def run_variant(v: Variant, overrides: list[str], run_dir: Path,
                 compose: Callable[[Sequence[str]], dict[str, Any]] = compose_run_config) -> VariantResult:
     """Run one variant's sweep in ``run_dir``, or reuse it when it finished with the same config and
@@ -207,7 +217,10 @@ def run_variant(v: Variant, overrides: list[str], run_dir: Path,
         result = run(cfg, run_dir)
     except RunConfigMismatch as e:
         raise FigureError(f"variant {v.label!r}: {e} (or give the figure another out_dir=...)") from None
-    wall = time.time() - t0
+    earlier = _earlier_generation_s(prev, result["info"])
+    if earlier and "wall_time_s" in result["info"]:
+        result["info"]["wall_time_s"]["generation"] = round(result["info"]["wall_time_s"]["generation"] + earlier, 2)
+    wall = time.time() - t0 + earlier
     rundir.write_json(record, {"config": cfg, "overrides": overrides, "checkpoints": hashes, "finished": True,
                         "wall_time_s": round(wall, 2), "info": result["info"]})
     m = run_dir / rundir.METRICS

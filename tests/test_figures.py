@@ -189,3 +189,13 @@ def test_cli_dry_run_prints_plan_and_estimate(tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     assert "5 variant(s), 960 images; estimate about" in out.stdout
     assert "model.text_encoder.kind=random" in out.stdout
+
+
+def test_a_rescore_keeps_the_generation_time_of_the_images_it_resumed():
+    from bench.figures import _earlier_generation_s
+
+    prev = {"info": {"num_images": 540, "wall_time_s": {"generation": 211.7, "metrics": 3.6}}}
+    assert _earlier_generation_s(prev, {"images_resumed": 540, "num_images": 540}) == pytest.approx(211.7)
+    assert _earlier_generation_s(prev, {"images_resumed": 270, "num_images": 540}) == pytest.approx(105.85)
+    assert _earlier_generation_s(prev, {"images_resumed": 0, "num_images": 540}) == 0.0
+    assert _earlier_generation_s(None, {"images_resumed": 540, "num_images": 540}) == 0.0

@@ -4,6 +4,9 @@ images, many independent trials at each N, with a cheap fixed extractor.
 - FD: the nominal 95% jackknife interval covers the expected FD at that N (estimated as the mean
   over the trials) in at least 90% of the trials at N = 30, 90 and 360; the former percentile
   bootstrap does not.
+- fd_real / fd_excess: the floor as the mean over 20 real sets lies within 5% of the expected FD of real
+  images at N = 30, where one set alone misses it by more than 10% in a sizeable share of draws; for a
+  perfect generator (real images) the fd_excess interval covers 0 in at least 90% of the trials.
 - CMMD: the default (unbiased) estimator's expectation for real images does not depend on N, and
   one draw at N = 30 and one at N = 300 agree within their intervals; the biased (reference-code)
   estimator's floor falls with N.
@@ -16,8 +19,9 @@ import torch
 import torch.nn.functional as F
 
 from bench.metrics.cmmd import CMMDReference
+from bench.metrics import jackknife
 from bench.metrics.frechet import FrechetReference, FrechetStats, fd_bootstrap, fd_jackknife
-from bench.metrics.refstats import shapes_real_features
+from bench.metrics.refstats import real_fd_floor, shapes_real_features
 
 RES = 16
 TRIALS = 100
@@ -60,6 +64,23 @@ def test_fd_jackknife_interval_covers_the_expected_fd_at_n(fd_trials, n):
         boot = np.array([fd_bootstrap(trials[t, :n], ref, 20, seed=t) for t in range(TRIALS)])
         assert np.mean((boot[:, 0] <= expected) & (expected <= boot[:, 1])) < 0.5
         assert np.mean(boot[:, 0] > fd) > 0.9
+
+
+def test_fd_real_floor_and_excess_interval_for_a_perfect_generator(fd_trials):
+    ref, trials = fd_trials
+    n, ext = 30, PooledFeatures()
+    expected = np.mean([ref.distance_features(trials[t, :n]) for t in range(TRIALS)])
+    floor_draws = real_fd_floor(ref.distance_features, ext, n, RES, [f"floor-{k}" for k in range(20)])
+    floor, floor_se = floor_draws.mean(), floor_draws.std(ddof=1) / np.sqrt(len(floor_draws))
+    assert abs(floor / expected - 1) < 0.05
+    # one real set as the floor (the former fd_real): misses the expectation by > 10% in many draws
+    assert np.mean(np.abs(floor_draws / expected - 1) > 0.10) > 0.2
+    covered = []
+    for t in range(TRIALS):  # each trial: real images scored as a generator's, against the 20-set floor
+        fd, _, _, se, groups = fd_jackknife(trials[t, :n], ref, groups=50, seed=t)
+        lo, hi = jackknife.interval(fd - floor, float(np.hypot(se, floor_se)), groups)
+        covered.append(lo <= 0 <= hi)
+    assert np.mean(covered) >= 0.90, np.mean(covered)
 
 
 def test_cmmd_of_real_images_does_not_depend_on_n():

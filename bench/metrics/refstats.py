@@ -275,6 +275,13 @@ def shapes_real_features(extractor: FeatureExtractor, n: int, resolution: int, s
                            for x, _ in _shapes_batches(rng, n, resolution, batch_size, category)])
 
 
+def real_fd_floor(fd: Callable[[np.ndarray], float], extractor: FeatureExtractor, n: int, resolution: int,
+                  streams: list[str], category: str | None = None, batch_size: int = 256) -> np.ndarray:
+    """FD (``fd``: features -> FD against the reference) of one set of ``n`` real images per stream: draws of
+    the floor at this N. Their mean is the expected floor; one draw alone varies by about 17% at n = 60."""
+    return np.array([fd(shapes_real_features(extractor, n, resolution, s, category, batch_size)) for s in streams])
+
+
 def real_vs_real(extractor: FeatureExtractor, n: int, resolution: int, seed: int = 0,
                  category: str | None = None, batch_size: int = 256) -> float:
     """FD between two independent real shapes sets of ``n`` images each: the FD a perfect model gets at this N."""
