@@ -51,7 +51,8 @@ CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 DONE_FILE = "figure_variant.json"
 FIGURE_KEYS = {"name", "title", "paper", "expect", "note", "size", "variants", "control", "x_axis"}
 REF_STEPS = 25 + 20  # base + SR steps per image at which ``sec_per_image`` (conf/figures.yaml) is stated
-SAMPLER_NAMES = {"ddim": "DDIM", "ddpm": "DDPM (ancestral)", "dpmpp_2m": "DPM-Solver++(2M)"}
+SAMPLER_NAMES = {"ddim": "DDIM", "ddpm": "DDPM (ancestral)", "dpmpp_2m": "DPM-Solver++(2M)",
+                 "dpmpp_2m_sde": "SDE-DPM-Solver++(2M)"}
 GRID_NAMES = {"logsnr": "logSNR", "time": "uniform-t"}
 
 

@@ -17,7 +17,8 @@ import torch
 
 from .checkpoint import CheckpointError, build_stage, load_stage
 from .device import resolve_device, resolve_dtype
-from .sampler import SamplerKind, per_row_randn, sample
+from .noise import per_row_randn
+from .sampler import SamplerKind, sample
 from .schedule import Grid, q_sample
 from .text_encoder import TextEncoder, TextEncoderConfig
 from .thresholding import Thresholding

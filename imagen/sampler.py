@@ -4,7 +4,8 @@ DDIM (eta = 0, Song et al. 2021) or ancestral DDPM steps over a grid of continuo
 1 = t_0 > t_1 > ... > t_N = 0 (``grid``: evenly spaced in t, or in log-SNR: ``imagen.schedule.time_grid``),
 with classifier-free guidance (``imagen.guidance.guide``) and static or dynamic thresholding of x0_pred
 (``imagen.thresholding``) at every step. ``kind="dpmpp_2m"`` hands the same arguments to the
-multistep DPM-Solver++(2M) of ``imagen.dpm_solver`` (same grids, guidance and thresholding).
+multistep DPM-Solver++(2M) of ``imagen.dpm_solver`` (same grids, guidance and thresholding), and
+``kind="dpmpp_2m_sde"`` to its stochastic form, SDE-DPM-Solver++(2M).
 """
 from __future__ import annotations
 
@@ -12,16 +13,12 @@ from typing import Callable, Literal, Sequence
 
 import torch
 
-from .dpm_solver import data_prediction, guided_rows, sample_dpmpp_2m
+from .dpm_solver import data_prediction, guided_rows, sample_dpmpp_2m, sample_dpmpp_2m_sde
+from .noise import per_row_randn
 from .schedule import Grid, Prediction, alpha_sigma, time_grid
 from .thresholding import Thresholding
 
-SamplerKind = Literal["ddim", "ddpm", "dpmpp_2m"]
-
-
-def per_row_randn(generators: Sequence[torch.Generator], shape: Sequence[int], device) -> torch.Tensor:
-    """One standard-normal tensor per row, each from its own generator (per-image seeds)."""
-    return torch.stack([torch.randn(tuple(shape), generator=g, device="cpu") for g in generators]).to(device)
+SamplerKind = Literal["ddim", "ddpm", "dpmpp_2m", "dpmpp_2m_sde"]
 
 
 @torch.inference_mode()
@@ -56,10 +53,14 @@ def sample(
         return sample_dpmpp_2m(model, x_T, tokens, mask, w, steps=steps, grid=grid, prediction=prediction,
                                thresholding=thresholding, percentile=percentile, lowres=lowres,
                                aug_level=aug_level, on_step=on_step)
-    if kind not in ("ddim", "ddpm"):
-        raise ValueError(f"unknown sampler kind {kind!r}: expected ddim, ddpm or dpmpp_2m")
-    if kind == "ddpm" and generators is None:
-        raise ValueError("ddpm sampling needs one generator per row")
+    if kind not in ("ddim", "ddpm", "dpmpp_2m_sde"):
+        raise ValueError(f"unknown sampler kind {kind!r}: expected ddim, ddpm, dpmpp_2m or dpmpp_2m_sde")
+    if kind in ("ddpm", "dpmpp_2m_sde") and generators is None:
+        raise ValueError(f"{kind} sampling needs one generator per row")
+    if kind == "dpmpp_2m_sde":
+        return sample_dpmpp_2m_sde(model, x_T, tokens, mask, w, generators=generators, steps=steps, grid=grid,
+                                   prediction=prediction, thresholding=thresholding, percentile=percentile,
+                                   lowres=lowres, aug_level=aug_level, on_step=on_step)
     guided, drop = guided_rows(w, x_T.device)
     t_grid = time_grid(steps, grid)
     x_t = x_T
