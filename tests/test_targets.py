@@ -92,3 +92,23 @@ def test_verdicts_of_the_metric_phase_are_read_not_detected_again(tmp_path, monk
     (run / man["path"][0]).write_bytes((run / man["path"].iloc[-1]).read_bytes())  # another scene's image
     targets_table(run)
     assert calls == [man["prompt"][0]]
+
+
+def test_runs_pool_and_accuracies_carry_wilson_intervals(tmp_path, capsys):
+    a = rendered_run(tmp_path / "a", swap_positional=True, per_category=4)
+    b = rendered_run(tmp_path / "b", swap_positional=False, per_category=4)
+    one = targets_table(a).set_index("guidance_weight")
+    both = targets_table([a, b]).set_index("guidance_weight")
+    assert both.loc[1.0, "n_images"] == 2 * one.loc[1.0, "n_images"] == 24
+    assert one.loc[1.0, "positional"] == 0.0 and both.loc[1.0, "positional"] == 0.5  # b's relations hold
+    # Wilson 95%: 0 of 4 -> (0, 0.49); 4 of 8 -> (0.22, 0.78); 4 of 4 -> (0.51, 1)
+    assert one.loc[1.0, "positional_low"] == 0.0 and one.loc[1.0, "positional_high"] == pytest.approx(0.490, abs=1e-3)
+    assert (both.loc[1.0, "positional_low"], both.loc[1.0, "positional_high"]) == pytest.approx((0.215, 0.785), abs=1e-3)
+    assert one.loc[5.0, "counting_low"] == pytest.approx(0.510, abs=1e-3) and one.loc[5.0, "counting_high"] == 1.0
+    assert main([str(a), str(b)]) == 0
+    out = capsys.readouterr().out
+    assert "2 run(s)" in out and "0.500 (0.22-0.78)" in out
+    assert "positional    1.000  target >= 0.60  met  (95% interval 0.68-1.00: above the target)" in out
+    assert (a / "targets.csv").is_file() and not (b / "targets.csv").exists()
+    assert main([str(a), str(tmp_path)]) == 2
+    assert "not a run directory" in capsys.readouterr().err
