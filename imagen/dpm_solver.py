@@ -72,7 +72,8 @@ def data_prediction(model: Callable[..., torch.Tensor], x_t: torch.Tensor, t: fl
 
 
 def multistep_d(x0_pred: torch.Tensor, x0_prev: torch.Tensor | None, h: float, h_prev: float | None) -> torch.Tensor:
-    """D_i: x0_pred at the first step (first order); after it (1 + 1/(2 r)) x0_pred - 1/(2 r) x0_prev, r = h_prev / h."""
+    """D_i: x0_pred at the first step (first order); after it (1 + 1/(2 r)) x0_pred - 1/(2 r) x0_prev,
+    r = h_prev / h (second order from the last two data predictions)."""
     if x0_prev is None:
         return x0_pred
     r = h_prev / h

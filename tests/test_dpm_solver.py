@@ -156,13 +156,14 @@ def test_logsnr_grid_is_closer_to_the_ode_solution_at_few_steps():
 def _diffusers_dpmpp_2m(toy: GaussianToy, x_T: torch.Tensor, w: torch.Tensor, steps: int, thresholding: bool,
                         n_train: int = 1000, algorithm: str = "dpmpp", noise=None) -> torch.Tensor:
     """diffusers' DPM-Solver++(2M) on the discrete times n / n_train, with alphas_cumprod of our schedule there;
-    the custom timesteps [n_train, ..., n_train / steps] are our grid t_i = 1 - i / steps, then sigma = 0."""
+    the custom timesteps [n_train, ..., n_train / steps] are our grid t_i = 1 - i / steps, then sigma = 0.
+    ``noise`` (a callable giving each step's noise): its SDE form, ``sde-dpmsolver++``, fed that noise."""
     abar = alpha_sigma(torch.arange(n_train + 1, dtype=torch.float64) / n_train)[0] ** 2
     betas = torch.cat([1 - abar[:1], 1 - abar[1:] / abar[:-1]]).numpy()
     sched = DPMSolverMultistepScheduler(num_train_timesteps=n_train + 1, trained_betas=betas,
                                         prediction_type="v_prediction", solver_order=2, solver_type="midpoint",
-                                        algorithm_type="dpmsolver++" if noise is None else "sde-dpmsolver++", thresholding=thresholding,
-                                        dynamic_thresholding_ratio=0.995, sample_max_value=1e6,
+                                        algorithm_type="dpmsolver++" if noise is None else "sde-dpmsolver++",
+                                        thresholding=thresholding, dynamic_thresholding_ratio=0.995, sample_max_value=1e6,
                                         final_sigmas_type="zero", lower_order_final=True)
     sched.alphas_cumprod = abar.numpy()  # exact (not a float32 cumprod of the betas); set_timesteps reads it
     assert n_train % steps == 0

@@ -105,3 +105,10 @@ def test_cmmd_of_real_images_does_not_depend_on_n():
         ci = np.array([unbiased.distance_ci(x)[1:] for x in sets])
         expected = means["unbiased", n]
         assert np.mean((ci[:, 0] <= expected) & (expected <= ci[:, 1])) >= 0.85, n
+
+
+def test_fd_real_draws_below_two_are_refused():
+    from bench.metrics.score_run import MetricsConfig
+
+    with pytest.raises(ValueError, match="metrics.fd_real_draws=1: expected at least 2"):
+        MetricsConfig(fd_real_draws=1)

@@ -8,8 +8,8 @@ Columns (empty when not computable, never invented):
   the expected FD at this N (reference fixed; ``bench.metrics.jackknife``); ``fd_reference``: which
   reference (dataset, split, N, resolution) and which group of it; ``fd_real``: the expected FD of
   as many *real* shapes images against the same reference, the mean over ``fd_real_draws`` independent
-  real sets (the value a perfect model gets at this N; shapes only); ``fd_excess`` (+ CI) = fd - fd_real, comparable across N; ``fd_inf``:
-  FD-infinity (Chong & Forsyth 2020), rows of at least ``fd_inf_min_n`` images.
+  real sets (the value a perfect model gets at this N; shapes only); ``fd_excess`` (+ CI) = fd - fd_real,
+  comparable across N; ``fd_inf``: FD-infinity (Chong & Forsyth 2020), rows of at least ``fd_inf_min_n`` images.
 - ``kid`` / ``kid_std`` / ``kid_se``: KID (cubic kernel, unbiased) in the FD feature space, mean /
   spread over subsets of ``kid_subset_size`` images / jackknife standard error over the row's images.
 - ``precision`` / ``recall`` / ``density`` / ``coverage`` (k = ``prdc_k``): Kynkäänniemi et al. 2019
@@ -131,6 +131,8 @@ class MetricsConfig:
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
                 raise ValueError(f"metrics.{key}={getattr(self, key)!r}: expected one of {allowed}")
+        if self.fd_real_draws < 2:  # their spread is fd_excess's floor error
+            raise ValueError(f"metrics.fd_real_draws={self.fd_real_draws}: expected at least 2")
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "MetricsConfig":
@@ -512,9 +514,6 @@ class _Scorer:
         A property of the reference, cached beside it."""
         if (group, n) not in self._fd_real:
             cfg = self.cfg
-            if cfg.fd_real_draws < 2:
-                raise ValueError(f"metrics.fd_real_draws must be >= 2 (its spread is fd_excess's floor error), "
-                                 f"got {cfg.fd_real_draws}")
             streams = [f"{cfg.ref_seed}:{group}:{n}" + (f":{k}" if k else "") for k in range(cfg.fd_real_draws)]
 
             def compute() -> list[float]:
