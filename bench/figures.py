@@ -212,7 +212,8 @@ def run_variant(v: Variant, overrides: list[str], run_dir: Path,
                              float(prev["wall_time_s"]), True, prev.get("info", {}))
     t0 = time.time()
     run_dir.mkdir(parents=True, exist_ok=True)
-    rundir.write_json(record, {"config": cfg, "overrides": overrides, "checkpoints": hashes, "finished": False})
+    rundir.write_json(record, {"config": cfg, "overrides": overrides, "checkpoints": hashes, "finished": False,
+                               "info": (prev or {}).get("info", {})})  # an interrupted rescore keeps the times
     rundir.write_hydra_files(run_dir, cfg, overrides)
     try:
         result = run(cfg, run_dir)
@@ -220,7 +221,8 @@ def run_variant(v: Variant, overrides: list[str], run_dir: Path,
         raise FigureError(f"variant {v.label!r}: {e} (or give the figure another out_dir=...)") from None
     earlier = _earlier_generation_s(prev, result["info"])
     if earlier and "wall_time_s" in result["info"]:
-        result["info"]["wall_time_s"]["generation"] = round(result["info"]["wall_time_s"]["generation"] + earlier, 2)
+        times = result["info"]["wall_time_s"]
+        times.update({k: round(times[k] + earlier, 2) for k in ("generation", "total") if k in times})
     wall = time.time() - t0 + earlier
     rundir.write_json(record, {"config": cfg, "overrides": overrides, "checkpoints": hashes, "finished": True,
                         "wall_time_s": round(wall, 2), "info": result["info"]})

@@ -2,8 +2,9 @@
 
     python -m bench.targets RUN_DIR [RUN_DIR ...]   # prints the table, writes RUN_DIR/targets.csv
 
-Several run directories (the same prompts at other seeds) are pooled: every accuracy counts the images of
-all of them, ``fd_ratio`` is the mean of the runs' ratios, and ``targets.csv`` is written into the first.
+Several run directories (the same prompts and weights at other seeds) are pooled: every accuracy counts the
+images of all of them, ``alignment`` and ``fd_ratio`` are the means of the runs' values (runs without
+``metrics.csv`` leave them out, with a warning), and ``targets.csv`` is written into the first.
 
 Per guidance weight, from the exact scorer (``bench.shapes.detect.score``) on every image of
 the run (its verdicts read from the metric phase's ``image_metrics.safetensors`` where the image
@@ -15,25 +16,30 @@ and scene are unchanged) and from the run's ``metrics.csv``:
   present); ``color_exact_single``: the object has the right colour *and* shape, nothing extra;
 - ``counting``: Counting prompts with exactly the requested number of objects of that kind;
 - ``positional``: Positional prompts with both objects found and the relation holding;
-- ``alignment``: the run's ``alignment`` (all categories), ``fd`` and ``fd_real`` (two
-  independent real sets of the same size) with ``fd_ratio = fd / fd_real``.
+- ``alignment``: the run's ``alignment`` (all categories), ``fd`` and ``fd_real`` (the expected FD of as
+  many real images: ``bench.metrics``) with ``fd_ratio = fd / fd_real``.
 
-Each accuracy has a 95% Wilson score interval (``<column>_low`` / ``_high``) over its images: at 20 prompts
-a category's accuracy of 0.80 spans 0.58 to 0.92, so a verdict says whether the interval lies wholly on one
-side of the target or holds it ("undecided").
+Each accuracy has a 95% Wilson score interval (Wilson 1927; ``<column>_low`` / ``_high``): at 20 prompts a
+category's accuracy of 0.80 spans 0.58 to 0.92, so a verdict says whether the interval lies wholly on one
+side of the target or holds it ("undecided"). Images of one prompt (other seeds) are not independent
+trials: pooled, the interval uses the effective sample size n p (1 - p) / var, var the prompt-clustered
+variance of the mean (Kish's design effect), so copies of a run do not narrow it. One run's ``fd_ratio``
+interval is ``fd_excess``'s divided by ``fd_real`` (the floor's error is in it; the ratio's denominator is taken
+as fixed, its se is 4% of it at N = 60); pooled runs give none.
 
 The targets (``TARGETS``) are checked at the best weight, the one with the highest alignment,
 and "alignment at w = 5 at least that at w = 1" across weights.
 """
 from __future__ import annotations
 
+import math
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from PIL import Image
-from scipy.stats import binomtest
 
 from bench import rundir
 from bench.metrics.image_cache import ImageCache, code_digest, scene_key
@@ -46,7 +52,7 @@ FD_RATIO_MAX = 1.5
 
 
 def per_image(run_dir: Path) -> pd.DataFrame:
-    """One row per shapes image: guidance_weight, category, num_objects, correct, color_correct."""
+    """One row per shapes image: prompt, guidance_weight, category, num_objects, correct, color_correct."""
     man = rundir.read_manifest(run_dir)
     man = man[man["truth"] != ""]
     if man.empty:
@@ -60,23 +66,41 @@ def per_image(run_dir: Path) -> pd.DataFrame:
         if res is None:
             with Image.open(run_dir / r.path) as im:
                 res = score(np.asarray(im.convert("RGB")), scene)
-        rows.append({"guidance_weight": float(r.guidance_weight), "category": r.category,
+        rows.append({"prompt": r.prompt, "guidance_weight": float(r.guidance_weight), "category": r.category,
                      "num_objects": len(scene.objects), "correct": bool(res["correct"]),
                      "color_correct": bool(res["color_correct"])})
     return pd.DataFrame(rows)
 
 
-def wilson(correct: pd.Series) -> tuple[float, float]:
-    """95% Wilson score interval of the share of True in ``correct``."""
-    ci = binomtest(int(correct.sum()), len(correct)).proportion_ci(0.95, method="wilson")
-    return float(ci.low), float(ci.high)
+def wilson(p: float, n: float, z: float = 1.959964) -> tuple[float, float]:
+    """Wilson score interval of a share p over n trials (n may be an effective, non-integer size)."""
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def effective_n(correct: pd.Series, prompt: pd.Series) -> float:
+    """n for the Wilson interval: the number of images when each prompt has one, else n p (1 - p) / var with var
+    the prompt-clustered variance of the mean (one prompt's images move together), within [prompts, images]."""
+    n, clusters = len(correct), prompt.nunique()
+    if clusters == n:
+        return float(n)
+    p = float(correct.mean())
+    by = pd.DataFrame({"c": correct.astype(float), "k": prompt}).groupby("k")["c"].agg(["sum", "size"])
+    var = clusters / (clusters - 1) * float(((by["sum"] - p * by["size"]) ** 2).sum()) / n**2 if clusters > 1 else 0.0
+    if var == 0:  # no spread between prompts: every prompt at p (n independent trials), or p at 0 or 1 (no telling)
+        return float(n) if 0 < p < 1 else float(clusters)
+    n_eff = p * (1 - p) / var
+    return float(min(max(n_eff, clusters), n))
 
 
 def _accuracy(img: pd.DataFrame, name: str, col: str = "correct") -> pd.DataFrame:
-    """Per guidance weight: ``name`` (the share of True in ``col``) and its Wilson interval."""
-    g = img.groupby("guidance_weight")[col]
-    ci = g.apply(wilson)
-    return pd.DataFrame({name: g.mean(), f"{name}_low": ci.str[0], f"{name}_high": ci.str[1]})
+    """Per guidance weight: ``name`` (the share of True in ``col``) and its Wilson interval; no rows: empty."""
+    rows = {}
+    for w, g in img.groupby("guidance_weight"):
+        p = float(g[col].mean())
+        rows[w] = (p, *wilson(p, effective_n(g[col], g["prompt"])))
+    return pd.DataFrame.from_dict(rows, orient="index", columns=[name, f"{name}_low", f"{name}_high"])
 
 
 def _run_metrics(run_dir: Path) -> pd.DataFrame | None:
@@ -95,9 +119,33 @@ def _run_metrics(run_dir: Path) -> pd.DataFrame | None:
     return out
 
 
+def _same_prompts(runs: list[Path], images: list[pd.DataFrame]) -> None:
+    keys = [set(zip(d["prompt"], d["guidance_weight"])) for d in images]
+    for run, k in zip(runs[1:], keys[1:]):
+        if k != keys[0]:
+            raise ValueError(f"{run}: other prompts or guidance weights than {runs[0]}; pooled runs must differ in "
+                             "seed only")
+
+
+def _pooled_metrics(runs: list[Path]) -> pd.DataFrame | None:
+    metrics = [_run_metrics(r) for r in runs]
+    missing = [str(r) for r, m in zip(runs, metrics) if m is None]
+    if missing:
+        if len(missing) < len(runs):
+            warnings.warn(f"no {rundir.METRICS} in {', '.join(missing)}: alignment and FD left out of the pooled table",
+                          stacklevel=3)
+        return None
+    if len(runs) == 1:
+        return metrics[0]
+    pooled = pd.concat(metrics).groupby(level=0).mean()
+    return pooled.drop(columns=["fd_ratio_low", "fd_ratio_high"], errors="ignore")
+
+
 def targets_table(run_dirs: Path | list[Path]) -> pd.DataFrame:
-    runs = [run_dirs] if isinstance(run_dirs, (str, Path)) else list(run_dirs)
-    img = pd.concat([per_image(Path(r)) for r in runs], ignore_index=True)
+    runs = [Path(run_dirs)] if isinstance(run_dirs, (str, Path)) else [Path(r) for r in run_dirs]
+    images = [per_image(r) for r in runs]
+    _same_prompts(runs, images)
+    img = pd.concat(images, ignore_index=True)
     single = img[(img.category == "Colors") & (img.num_objects == 1)]
     parts = [_accuracy(img[img.category == "Colors"], "colors"),
              single.groupby("guidance_weight")["color_correct"].mean().rename("color_single"),
@@ -106,11 +154,9 @@ def targets_table(run_dirs: Path | list[Path]) -> pd.DataFrame:
              _accuracy(img[img.category == "Positional"], "positional"),
              img.groupby("guidance_weight").size().rename("n_images")]
     out = pd.concat(parts, axis=1)
-    metrics = [m for m in (_run_metrics(Path(r)) for r in runs) if m is not None]
-    if len(metrics) == len(runs):  # run means; a ratio's interval only for one run
-        pooled = pd.concat(metrics).groupby(level=0).mean()
-        out = out.join(pooled if len(runs) == 1 else pooled.drop(columns=["fd_ratio_low", "fd_ratio_high"],
-                                                                   errors="ignore"))
+    metrics = _pooled_metrics(runs)
+    if metrics is not None:
+        out = out.join(metrics)
     out.index.name = "guidance_weight"
     return out.reset_index()
 
@@ -134,6 +180,8 @@ def verdicts(table: pd.DataFrame) -> list[str]:
             side = ("below the target" if best["fd_ratio_high"] <= FD_RATIO_MAX else
                     "above the target" if best["fd_ratio_low"] > FD_RATIO_MAX else "undecided")
             line += f"   (95% interval {best['fd_ratio_low']:.2f}-{best['fd_ratio_high']:.2f}: {side})"
+        else:
+            line += "   (no interval: runs pooled, or fd_excess has none)"
         lines.append(line)
     by_w = table.set_index("guidance_weight")
     if "alignment" in by_w and {1.0, 5.0} <= set(by_w.index):
@@ -146,8 +194,8 @@ def printable(table: pd.DataFrame) -> pd.DataFrame:
     """The table with each interval folded into its value's column: "0.800 (0.58-0.92)"."""
     out = table.copy()
     for col in [c for c in table if f"{c}_low" in table and f"{c}_high" in table]:
-        out[col] = [f"{v:.3f} ({lo:.2f}-{hi:.2f})" if pd.notna(v) else "" for v, lo, hi in
-                    zip(table[col], table[f"{col}_low"], table[f"{col}_high"])]
+        out[col] = [("" if pd.isna(v) else f"{v:.3f}" if pd.isna(lo) else f"{v:.3f} ({lo:.2f}-{hi:.2f})")
+                    for v, lo, hi in zip(table[col], table[f"{col}_low"], table[f"{col}_high"])]
         out = out.drop(columns=[f"{col}_low", f"{col}_high"])
     return out
 

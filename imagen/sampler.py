@@ -9,7 +9,7 @@ multistep DPM-Solver++(2M) of ``imagen.dpm_solver`` (same grids, guidance and th
 """
 from __future__ import annotations
 
-from typing import Callable, Literal, Sequence
+from typing import Callable, Literal, Sequence, get_args
 
 import torch
 
@@ -19,6 +19,13 @@ from .schedule import Grid, Prediction, alpha_sigma, time_grid
 from .thresholding import Thresholding
 
 SamplerKind = Literal["ddim", "ddpm", "dpmpp_2m", "dpmpp_2m_sde"]
+
+
+def check_kind(kind: str) -> SamplerKind:
+    """``kind`` if it names a sampler (``SamplerKind``), else ValueError naming the choices."""
+    if kind not in get_args(SamplerKind):
+        raise ValueError(f"unknown sampler kind {kind!r}: expected one of {', '.join(get_args(SamplerKind))}")
+    return kind
 
 
 @torch.inference_mode()
@@ -53,8 +60,7 @@ def sample(
         return sample_dpmpp_2m(model, x_T, tokens, mask, w, steps=steps, grid=grid, prediction=prediction,
                                thresholding=thresholding, percentile=percentile, lowres=lowres,
                                aug_level=aug_level, on_step=on_step)
-    if kind not in ("ddim", "ddpm", "dpmpp_2m_sde"):
-        raise ValueError(f"unknown sampler kind {kind!r}: expected ddim, ddpm, dpmpp_2m or dpmpp_2m_sde")
+    check_kind(kind)
     if kind in ("ddpm", "dpmpp_2m_sde") and generators is None:
         raise ValueError(f"{kind} sampling needs one generator per row")
     if kind == "dpmpp_2m_sde":

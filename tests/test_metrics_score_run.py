@@ -229,3 +229,24 @@ def test_command_line_rescoring_takes_the_runs_config_and_overrides(tmp_path, mo
     assert main([str(run), "metrics.bootstrap=50", "metrics.alignment=false"]) == 0
     table = pd.read_csv(run / "metrics.csv")
     assert table["alignment"].isna().all() and json.loads((run / "metrics.json").read_text())["config"]["bootstrap"] == 50
+
+
+def test_fd_real_is_the_mean_of_its_real_sets_and_their_error_widens_fd_excess(tmp_path, monkeypatch):
+    """fd_real = the mean over fd_real_draws real sets (stored beside the reference); fd_excess's interval
+    adds their standard error sd / sqrt(draws) to fd's jackknife error in quadrature."""
+    from bench.metrics.jackknife import critical_value
+
+    S.install_stub_shapes_clip(monkeypatch)
+    run = tmp_path / "run"
+    S.make_run(run, weights=(1.0,), per_category=4)
+    t = score_run(run, _cfg(tmp_path, fd_real_draws=5)).set_index("category")
+    key = "fd_real/all/n=12/streams=0:all:12+4"
+    sides = [json.loads(p.read_text()) for p in (tmp_path / "refcache").glob("*.derived.json")]
+    draws = np.array(next(d[key] for d in sides if key in d))
+    assert len(draws) == 5 and draws.std() > 0
+    assert t.loc["all", "fd_real"] == pytest.approx(draws.mean())
+    tc = critical_value(12)  # G = min(fd_jackknife_groups, N) = 12
+    half_fd = t.loc["all", "fd_ci_high"] - t.loc["all", "fd"]
+    half_excess = t.loc["all", "fd_excess_ci_high"] - t.loc["all", "fd_excess"]
+    se_real = draws.std(ddof=1) / np.sqrt(5)
+    assert half_excess == pytest.approx(np.hypot(half_fd, tc * se_real), rel=1e-6)

@@ -104,11 +104,38 @@ def test_runs_pool_and_accuracies_carry_wilson_intervals(tmp_path, capsys):
     # Wilson 95%: 0 of 4 -> (0, 0.49); 4 of 8 -> (0.22, 0.78); 4 of 4 -> (0.51, 1)
     assert one.loc[1.0, "positional_low"] == 0.0 and one.loc[1.0, "positional_high"] == pytest.approx(0.490, abs=1e-3)
     assert (both.loc[1.0, "positional_low"], both.loc[1.0, "positional_high"]) == pytest.approx((0.215, 0.785), abs=1e-3)
-    assert one.loc[5.0, "counting_low"] == pytest.approx(0.510, abs=1e-3) and one.loc[5.0, "counting_high"] == 1.0
+    assert one.loc[5.0, "counting_low"] == pytest.approx(0.510, abs=1e-3) and one.loc[5.0, "counting_high"] == pytest.approx(1.0)
     assert main([str(a), str(b)]) == 0
     out = capsys.readouterr().out
     assert "2 run(s)" in out and "0.500 (0.22-0.78)" in out
-    assert "positional    1.000  target >= 0.60  met  (95% interval 0.68-1.00: above the target)" in out
+    # w = 5: every image of both runs right; with no spread to read, the 4 prompts count, not the 8 images
+    assert "positional    1.000  target >= 0.60  met  (95% interval 0.51-1.00: undecided)" in out
     assert (a / "targets.csv").is_file() and not (b / "targets.csv").exists()
     assert main([str(a), str(tmp_path)]) == 2
     assert "not a run directory" in capsys.readouterr().err
+
+
+def test_effective_n_of_pooled_seeds():
+    from bench.targets import effective_n, wilson
+
+    prompts = pd.Series(["p0", "p1", "p2", "p3"] * 3)
+    same = pd.Series([True, False, True, True] * 3)  # three copies of one run: they move together
+    assert effective_n(same, prompts) == 4.0  # as one run: copies add no trials (the design effect is 3)
+    assert effective_n(same[:4], prompts[:4]) == 4.0
+    mixed = pd.Series([True, False, True, True, False, True, True, True, True, False, False, True])
+    assert 4.0 < effective_n(mixed, prompts) <= 12.0
+    assert effective_n(pd.Series([True] * 12), prompts) == 4.0  # p = 1: no spread to read, the prompts count
+    lo, hi = wilson(0.8, 20)  # scipy's binomtest(16, 20).proportion_ci(method="wilson"): 0.584-0.919
+    assert (lo, hi) == pytest.approx((0.5840, 0.9193), abs=1e-4)
+
+
+def test_a_run_without_a_category_and_runs_of_other_prompts(tmp_path):
+    run = rendered_run(tmp_path / "run", swap_positional=False, per_category=2)
+    man = pd.read_csv(run / "manifest.csv", keep_default_na=False)
+    man[man.category != "Counting"].to_csv(run / "manifest.csv", index=False)
+    table = targets_table(run)
+    assert table["counting"].isna().all() and table["colors"].notna().all()
+    assert not any("counting" in ln for ln in verdicts(table))
+    other = rendered_run(tmp_path / "other", swap_positional=False, per_category=3)
+    with pytest.raises(ValueError, match="other prompts or guidance weights"):
+        targets_table([run, other])

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from imagen.sampler import check_kind
 from imagen.schedule import check_grid
 
 from .base import Generator, Job, NonFiniteSampleError, as_uint8_images, folder_digest
@@ -29,7 +30,11 @@ def sampler_settings(cfg: dict[str, Any]) -> SamplerSettings:
         grid = check_grid(str(s.get("grid", "time")))
     except ValueError as e:
         raise ValueError(f"sampler.grid: {e}") from None
-    return SamplerSettings(steps=int(s["steps"]), kind=s["kind"], grid=grid, thresholding=g["thresholding"],
+    try:
+        kind = check_kind(str(s["kind"]))
+    except ValueError as e:
+        raise ValueError(f"sampler.kind: {e}") from None
+    return SamplerSettings(steps=int(s["steps"]), kind=kind, grid=grid, thresholding=g["thresholding"],
                            percentile=float(g["percentile"]), sr_steps=s.get("sr_steps"),
                            sr_weight=g.get("sr_weight"), aug_level=float(s.get("aug_level", 0.0)))
 

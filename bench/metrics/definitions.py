@@ -26,10 +26,10 @@ def definitions(cfg: Any) -> dict[str, str]:
         "fd": "||mu1-mu2||^2 + Tr(S1 + S2 - 2 sqrtm(S1 S2)), unbiased covariances, float64",
         "fd_ci": fd_interval(cfg),
         "fd_real": ("expected FD of as many real shapes images against the same reference (the floor at this N): "
-                    "the mean over fd_real_draws independent real sets"),
+                    f"the mean over {cfg.fd_real_draws} independent real sets"),
         "fd_excess": (f"fd - fd_real: FD above real images at the same N, comparable across N; interval {level} "
                       "fd_excess -+ t_(G-1) sqrt(se_fd^2 + se_real^2), se_fd jackknife, se_real = sd of the real "
-                      "sets / sqrt(fd_real_draws)"),
+                      f"sets / sqrt({cfg.fd_real_draws})"),
         "fd_inf": (f"FD-infinity (Chong & Forsyth 2020): FD of random subsets of the row at 15 sizes from "
                    f"max(N/5, {cfg.fd_inf_min_n // 2}) to N (3 subsets per size), least-squares line in 1/N, value "
                    f"at 1/N = 0; empty below N = {cfg.fd_inf_min_n}; no interval"),

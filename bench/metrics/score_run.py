@@ -131,6 +131,7 @@ class MetricsConfig:
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
                 raise ValueError(f"metrics.{key}={getattr(self, key)!r}: expected one of {allowed}")
+        self.fd_real_draws = int(self.fd_real_draws)
         if self.fd_real_draws < 2:  # their spread is fd_excess's floor error
             raise ValueError(f"metrics.fd_real_draws={self.fd_real_draws}: expected at least 2")
 
