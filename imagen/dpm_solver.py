@@ -21,7 +21,7 @@ the CLIP score of 50-step sampling at w = 3 and 5 where the time grid fell 2.6 p
 breaks down at w >= 7.5 (CLIP score 59 vs 83 at w = 10); the time grid at 12 steps matched 25-step DDIM
 at every w from 1 to 10 on the 60-prompt default sweep, paired by prompt (README: Samplers).
 
-SDE-DPM-Solver++(2M) (``sample_dpmpp_2m_sde``; Lu et al. 2022, section 5 and appendix B: the solver of the
+SDE-DPM-Solver++(2M) (``sample_dpmpp_2m(..., sde=True)``; Lu et al. 2022, section 5 and appendix B: the solver of the
 diffusion SDE in data-prediction form) takes the same D_i and adds fresh noise z_i ~ N(0, I) each step:
 
     x_{t_i} = (sigma_{t_i} / sigma_{t_{i-1}}) e^{-h_i} x_{t_{i-1}} + alpha_{t_i} (1 - e^{-2 h_i}) D_i
@@ -98,14 +98,18 @@ def sample_dpmpp_2m(
     lowres: torch.Tensor | None = None,
     aug_level: torch.Tensor | None = None,
     on_step: Callable[[int], None] | None = None,
+    sde: bool = False,
 ) -> torch.Tensor:
     """Draw x_0 from the noise ``x_T`` (B, C, H, W) by DPM-Solver++(2M) in ``steps`` model evaluations.
 
-    Arguments as ``imagen.sampler.sample``; the ODE is deterministic, so ``generators`` is unused.
+    Arguments as ``imagen.sampler.sample``. ``sde``: SDE-DPM-Solver++(2M), whose fresh noise comes from
+    ``generators`` (one per row); the ODE is deterministic and leaves them unused.
     ``grid``: the time grid, ``time`` or ``logsnr`` (``imagen.schedule.time_grid``).
     """
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
+    if sde and generators is None:
+        raise ValueError("dpmpp_2m_sde sampling needs one generator per row")
     guided, drop = guided_rows(w, x_T.device)
     t_grid = time_grid(steps, grid)
     alpha, sigma = (a.tolist() for a in alpha_sigma(t_grid))
@@ -122,53 +126,17 @@ def sample_dpmpp_2m(
             h = lam[i + 1] - lam[i]
             # 2. D: first order at the first step, then second order from the last two data predictions
             d = multistep_d(x0_pred, x0_prev, h, h_prev)
-            # 3. x_{t_{i+1}} = (sigma_{t_{i+1}} / sigma_{t_i}) x_{t_i} - alpha_{t_{i+1}} (e^{-h} - 1) D
-            x_t = (sigma[i + 1] / sigma[i]) * x_t - (alpha[i + 1] * math.expm1(-h)) * d
+            if not sde:
+                # 3. x_{t_{i+1}} = (sigma_{t_{i+1}} / sigma_{t_i}) x_{t_i} - alpha_{t_{i+1}} (e^{-h} - 1) D
+                x_t = (sigma[i + 1] / sigma[i]) * x_t - (alpha[i + 1] * math.expm1(-h)) * d
+            else:
+                # 3'. x_{t_{i+1}} = (sigma_{t_{i+1}} / sigma_{t_i}) e^{-h} x_{t_i} + alpha_{t_{i+1}} (1 - e^{-2h}) D
+                #                  + sigma_{t_{i+1}} sqrt(1 - e^{-2h}) z
+                z = per_row_randn(generators, x_t.shape[1:], x_t.device)
+                x_t = ((sigma[i + 1] / sigma[i]) * math.exp(-h)) * x_t - (alpha[i + 1] * math.expm1(-2 * h)) * d \
+                    + (sigma[i + 1] * math.sqrt(-math.expm1(-2 * h))) * z
             x0_prev, h_prev = x0_pred, h
         if on_step is not None:
             on_step(i)
     return x_t
 
-
-@torch.inference_mode()
-def sample_dpmpp_2m_sde(
-    model: Callable[..., torch.Tensor],
-    x_T: torch.Tensor,
-    tokens: torch.Tensor,
-    mask: torch.Tensor,
-    w: torch.Tensor,
-    *,
-    generators: Sequence[torch.Generator],
-    steps: int = 25,
-    grid: Grid = "time",
-    prediction: Prediction = "eps",
-    thresholding: Thresholding = "dynamic",
-    percentile: float = 0.995,
-    lowres: torch.Tensor | None = None,
-    aug_level: torch.Tensor | None = None,
-    on_step: Callable[[int], None] | None = None,
-) -> torch.Tensor:
-    """Draw x_0 from ``x_T`` by SDE-DPM-Solver++(2M) in ``steps`` model evaluations; ``generators`` (one per
-    row) feed the fresh noise z_i. Other arguments as ``sample_dpmpp_2m``."""
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
-    guided, drop = guided_rows(w, x_T.device)
-    t_grid = time_grid(steps, grid)
-    alpha, sigma = (a.tolist() for a in alpha_sigma(t_grid))
-    lam = [math.log(a / s) if s > 0 else math.inf for a, s in zip(alpha, sigma)]
-    x_t, x0_prev, h_prev = x_T, None, None
-    for i in range(steps):
-        x0_pred = data_prediction(model, x_t, float(t_grid[i]), tokens, mask, w, guided, drop, prediction,
-                                  thresholding, percentile, lowres, aug_level)
-        if sigma[i + 1] <= 0.0:
-            x_t = x0_pred  # last step to sigma = 0: e^{-h} = 0, so x_0 = D = x0_pred (first order)
-        else:
-            h = lam[i + 1] - lam[i]
-            d = multistep_d(x0_pred, x0_prev, h, h_prev)
-            z = per_row_randn(generators, x_t.shape[1:], x_t.device)
-            x_t = ((sigma[i + 1] / sigma[i]) * math.exp(-h)) * x_t - (alpha[i + 1] * math.expm1(-2 * h)) * d \
-                + (sigma[i + 1] * math.sqrt(-math.expm1(-2 * h))) * z
-            x0_prev, h_prev = x0_pred, h
-        if on_step is not None:
-            on_step(i)
-    return x_t

@@ -13,7 +13,7 @@ from typing import Callable, Literal, Sequence, get_args
 
 import torch
 
-from .dpm_solver import data_prediction, guided_rows, sample_dpmpp_2m, sample_dpmpp_2m_sde
+from .dpm_solver import data_prediction, guided_rows, sample_dpmpp_2m
 from .noise import per_row_randn
 from .schedule import Grid, Prediction, alpha_sigma, time_grid
 from .thresholding import Thresholding
@@ -51,22 +51,18 @@ def sample(
 
     ``w`` holds one guidance weight per row. Rows with w != 1 get an unconditional pass,
     evaluated in the same forward as the conditional one (cond rows, then uncond rows).
-    ``generators`` (one per row) feed the fresh noise of ancestral DDPM steps. ``grid``: the time grid,
-    ``time`` or ``logsnr`` (``imagen.schedule.time_grid``).
+    ``generators`` (one per row) feed the fresh noise of ancestral DDPM and SDE-DPM-Solver++(2M) steps.
+    ``grid``: the time grid, ``time`` or ``logsnr`` (``imagen.schedule.time_grid``).
     """
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
-    if kind == "dpmpp_2m":
-        return sample_dpmpp_2m(model, x_T, tokens, mask, w, steps=steps, grid=grid, prediction=prediction,
-                               thresholding=thresholding, percentile=percentile, lowres=lowres,
-                               aug_level=aug_level, on_step=on_step)
     check_kind(kind)
-    if kind in ("ddpm", "dpmpp_2m_sde") and generators is None:
-        raise ValueError(f"{kind} sampling needs one generator per row")
-    if kind == "dpmpp_2m_sde":
-        return sample_dpmpp_2m_sde(model, x_T, tokens, mask, w, generators=generators, steps=steps, grid=grid,
-                                   prediction=prediction, thresholding=thresholding, percentile=percentile,
-                                   lowres=lowres, aug_level=aug_level, on_step=on_step)
+    if kind in ("dpmpp_2m", "dpmpp_2m_sde"):
+        return sample_dpmpp_2m(model, x_T, tokens, mask, w, steps=steps, grid=grid, prediction=prediction,
+                               thresholding=thresholding, percentile=percentile, generators=generators,
+                               lowres=lowres, aug_level=aug_level, on_step=on_step, sde=kind == "dpmpp_2m_sde")
+    if kind == "ddpm" and generators is None:
+        raise ValueError("ddpm sampling needs one generator per row")
     guided, drop = guided_rows(w, x_T.device)
     t_grid = time_grid(steps, grid)
     x_t = x_T
