@@ -1,6 +1,6 @@
 """The shipped cascade's quality targets on shapes, measured on a finished run directory.
 
-    python -m bench.targets RUN_DIR [RUN_DIR ...]   # prints the table, writes RUN_DIR/targets.csv
+    python -m bench.targets RUN_DIR [RUN_DIR ...]   # prints the table, writes RUN_DIR/targets.csv and .png
 
 Several run directories (the same prompts and weights at other seeds) are pooled: every accuracy counts the
 images of all of them, ``alignment`` and ``fd_ratio`` are the means of the runs' values (runs without
@@ -42,6 +42,7 @@ import pandas as pd
 from PIL import Image
 
 from bench import rundir
+from bench.report.pareto import save_figure
 from bench.metrics.image_cache import ImageCache, code_digest, scene_key
 from bench.shapes import detect
 from bench.shapes.detect import score
@@ -208,6 +209,47 @@ def _side(row: pd.Series, col: str, goal: float) -> str:
     return "undecided"
 
 
+CATEGORY_COLORS = {"colors": "tab:red", "counting": "tab:blue", "positional": "tab:green"}
+
+
+def targets_figure(table: pd.DataFrame, png: Path, title: str = "") -> Path:
+    """Each target's category accuracy against w with its 95% band and the target as a dashed line; FD / fd_real
+    against w with its interval and the 1.5 line; the best w marked."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(10, 4))
+    acc, fd = fig.subplots(1, 2)
+    w = table["guidance_weight"].to_numpy(float)
+    for col, goal in TARGETS.items():
+        if col not in table or table[col].isna().all():
+            continue
+        c = CATEGORY_COLORS[col]
+        acc.plot(w, table[col], "o-", color=c, label=f"{col} (target {goal:.2f})")
+        acc.fill_between(w, table[f"{col}_low"], table[f"{col}_high"], color=c, alpha=0.15, linewidth=0)
+        acc.axhline(goal, color=c, linestyle="--", linewidth=0.8)
+    acc.set(xlabel="guidance weight w", ylabel="share of images right (95% interval)", ylim=(0, 1.02),
+            title="composition targets")
+    acc.legend(fontsize=8, loc="lower left")
+    if "fd_ratio" in table:
+        r = table["fd_ratio"].to_numpy(float)
+        if "fd_ratio_low" in table:
+            err = [r - table["fd_ratio_low"].to_numpy(float), table["fd_ratio_high"].to_numpy(float) - r]
+            fd.errorbar(w, r, yerr=err, fmt="o-", color="0.2", capsize=3)
+        else:
+            fd.plot(w, r, "o-", color="0.2")
+        fd.axhline(FD_RATIO_MAX, color="0.2", linestyle="--", linewidth=0.8)
+    fd.set(xlabel="guidance weight w", ylabel="FD / fd_real", title=f"fidelity (target <= {FD_RATIO_MAX})")
+    key = "alignment" if "alignment" in table else "positional"
+    best = float(table.loc[table[key].idxmax(), "guidance_weight"])
+    for ax in (acc, fd):
+        ax.axvline(best, color="0.6", linewidth=4, alpha=0.3, zorder=0)
+        ax.grid(alpha=0.3)
+    fig.suptitle(f"{title}  (shaded: best w by {key}, {best:g})", fontsize=9)
+    fig.tight_layout()
+    save_figure(fig, png)
+    return png
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if not argv:
@@ -221,6 +263,8 @@ def main(argv: list[str] | None = None) -> int:
     run_dir = runs[0]
     table = targets_table(runs)
     rundir.atomic_write_text(table.to_csv(index=False), run_dir / "targets.csv")
+    title = run_dir.name if len(runs) == 1 else f"{len(runs)} runs pooled: {', '.join(r.name for r in runs)}"
+    targets_figure(table, run_dir / "targets.png", title)
     print(f"{len(runs)} run(s): {', '.join(map(str, runs))}")
     with pd.option_context("display.width", 250, "display.max_columns", 30, "display.float_format", "{:.3f}".format):
         print(printable(table).to_string(index=False))

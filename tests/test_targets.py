@@ -53,6 +53,10 @@ def test_real_renders_meet_every_target_and_a_broken_relation_is_seen(tmp_path, 
     assert any("positional" in ln and "met" in ln and "NOT" not in ln for ln in lines)
     assert main([str(run)]) == 0
     assert pd.read_csv(run / "targets.csv").shape[0] == 2
+    from PIL import Image
+
+    with Image.open(run / "targets.png") as im:  # accuracy bands and FD ratio against w
+        assert im.size[0] > im.size[1] > 300
     assert "color_single" in capsys.readouterr().out
 
 
