@@ -42,8 +42,8 @@ import pandas as pd
 from PIL import Image
 
 from bench import rundir
-from bench.report.pareto import save_figure
 from bench.metrics.image_cache import ImageCache, code_digest, scene_key
+from bench.report.pareto import save_figure
 from bench.shapes import detect
 from bench.shapes.detect import score
 from bench.shapes.scene import Scene
