@@ -162,10 +162,16 @@ def targets_table(run_dirs: Path | list[Path]) -> pd.DataFrame:
     return out.reset_index()
 
 
+def best_weight(table: pd.DataFrame) -> tuple[str, pd.Series]:
+    """(the column that picks it, the table's row) of the best weight: the highest alignment (without metrics,
+    the highest positional accuracy)."""
+    key = "alignment" if "alignment" in table else "positional"
+    return key, table.loc[table[key].idxmax()]
+
+
 def verdicts(table: pd.DataFrame) -> list[str]:
     """One line per target, at the weight with the highest alignment."""
-    key = "alignment" if "alignment" in table else "positional"
-    best = table.loc[table[key].idxmax()]
+    key, best = best_weight(table)
     w = best["guidance_weight"]
     lines = [f"best guidance weight (highest {key}): w = {w:g}"]
     for col, goal in TARGETS.items():
@@ -173,13 +179,13 @@ def verdicts(table: pd.DataFrame) -> list[str]:
             continue  # no prompt of that kind in the run
         ok = best[col] >= goal
         lines.append(f"  {col:<13} {best[col]:.3f}  target >= {goal:.2f}  {'met' if ok else 'NOT met'}"
-                     f"  (95% interval {best[col + '_low']:.2f}-{best[col + '_high']:.2f}: {_side(best, col, goal)})")
+                     f"  (95% interval {best[col + '_low']:.2f}-{best[col + '_high']:.2f}: "
+                     f"{_side(best[col + '_low'], best[col + '_high'], goal, higher_is_better=True)})")
     if "fd_ratio" in best:
         ok = best["fd_ratio"] <= FD_RATIO_MAX
         line = f"  fd / fd_real  {best['fd_ratio']:.2f}   target <= {FD_RATIO_MAX:.1f}   {'met' if ok else 'NOT met'}"
         if "fd_ratio_low" in best and pd.notna(best["fd_ratio_low"]):
-            side = ("below the target" if best["fd_ratio_high"] <= FD_RATIO_MAX else
-                    "above the target" if best["fd_ratio_low"] > FD_RATIO_MAX else "undecided")
+            side = _side(best["fd_ratio_low"], best["fd_ratio_high"], FD_RATIO_MAX, higher_is_better=False)
             line += f"   (95% interval {best['fd_ratio_low']:.2f}-{best['fd_ratio_high']:.2f}: {side})"
         else:
             line += "   (no interval: runs pooled, or fd_excess has none)"
@@ -201,10 +207,11 @@ def printable(table: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def _side(row: pd.Series, col: str, goal: float) -> str:
-    if row[f"{col}_low"] >= goal:
+def _side(low: float, high: float, goal: float, higher_is_better: bool) -> str:
+    """Where an interval lies against a target that ``goal`` itself meets (>= goal, or <= goal)."""
+    if low > goal or (higher_is_better and low == goal):
         return "above the target"
-    if row[f"{col}_high"] < goal:
+    if high < goal or (not higher_is_better and high == goal):
         return "below the target"
     return "undecided"
 
@@ -239,8 +246,8 @@ def targets_figure(table: pd.DataFrame, png: Path, title: str = "") -> Path:
             fd.plot(w, r, "o-", color="0.2")
         fd.axhline(FD_RATIO_MAX, color="0.2", linestyle="--", linewidth=0.8)
     fd.set(xlabel="guidance weight w", ylabel="FD / fd_real", title=f"fidelity (target <= {FD_RATIO_MAX})")
-    key = "alignment" if "alignment" in table else "positional"
-    best = float(table.loc[table[key].idxmax(), "guidance_weight"])
+    key, row = best_weight(table)
+    best = float(row["guidance_weight"])
     for ax in (acc, fd):
         ax.axvline(best, color="0.6", linewidth=4, alpha=0.3, zorder=0)
         ax.grid(alpha=0.3)
