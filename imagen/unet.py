@@ -12,6 +12,9 @@ the caption.
 output. With their stem weights at zero a base with coords computes what the same base without does.
 ``coord_queries`` (not in the paper either) gives the cross-attention queries the same (x, y)
 directly (``Attention``), zero at the start as well.
+``late_self_attention`` (resolutions) ends each block there with a self-attention layer after the
+cross-attention: the objects' features can read each other's after reading the caption. Being last in
+its block, it can be grown onto a trained base as the identity (``bench.training.load_weights``).
 """
 from __future__ import annotations
 
@@ -34,6 +37,7 @@ class UNetConfig:
     text_dim: int = 384
     heads: int = 4
     self_attention: bool = False
+    late_self_attention: tuple[int, ...] = ()
     coords: bool = False
     coord_queries: bool = False
 
@@ -105,6 +109,8 @@ class BaseUNet(nn.Module):
             if self.cfg.self_attention:
                 layers.append(Attention(c_out, None, self.cfg.heads))
             layers.append(Attention(c_out, self.cfg.channels[-1], self.cfg.heads, self.cfg.coord_queries))
+        if res in self.cfg.late_self_attention:
+            layers.append(Attention(c_out, None, self.cfg.heads))
         return layers
 
     def _run(self, block: nn.ModuleList, h, emb, ctx, ctx_mask):

@@ -634,9 +634,11 @@ def test_cooldown_lowers_the_rate_over_the_last_steps_and_leaves_the_steps_befor
     assert not torch.equal(flat["model.out.weight"], cool["model.out.weight"])
 
 
-def test_a_run_continues_with_attention_at_more_resolutions_as_the_same_function(tmp_path):
+def _continued_as_the_same_function(tmp_path, arch: dict):
+    """A 2-step run's (jittered) train state loaded into a base with ``arch``: (the state, the recipe, the
+    model, its optimizer), after checking that model and EMA compute what the state's base did."""
     from bench.train import build_models
-    from bench.training import load_state, load_weights, model_weights
+    from bench.training import load_state, model_weights
 
     torch.set_num_threads(1)
     enc = {"kind": "minilm", "max_length": 16}
@@ -645,7 +647,7 @@ def test_a_run_continues_with_attention_at_more_resolutions_as_the_same_function
     with torch.no_grad():                            # so that the trained weights are not near zero
         state = {k: (v + 0.05 * torch.randn_like(v) if v.is_floating_point() and k.startswith(("model.", "ema."))
                      else v) for k, v in state.items()}
-    more = Recipe(stage="base", arch={**TINY, "attn_resolutions": [16, 8]}, image_size=16, steps=4, batch_size=4)
+    more = Recipe(stage="base", arch=arch, image_size=16, steps=4, batch_size=4)
     model, ema = build_models(more, 0, torch.device("cpu"))
     opt = torch.optim.AdamW(model.parameters())
     assert load_state(state, model, opt, ema) == 2
@@ -656,6 +658,14 @@ def test_a_run_continues_with_attention_at_more_resolutions_as_the_same_function
         src.load_state_dict(model_weights(state, prefix))
         with torch.no_grad():
             assert torch.allclose(grown_model(x, t, tokens, mask), src(x, t, tokens, mask), atol=1e-5), prefix
+    return state, more, model, opt
+
+
+def test_a_run_continues_with_attention_at_more_resolutions_as_the_same_function(tmp_path):
+    from bench.train import build_models
+    from bench.training import load_weights, model_weights
+
+    state, more, model, opt = _continued_as_the_same_function(tmp_path, {**TINY, "attn_resolutions": [16, 8]})
     # the 16 px blocks (two down, one per level up) gained their cross-attention as the last layer
     fresh = build_models(more, 0, torch.device("cpu"))[0]
     assert load_weights(fresh, model_weights(state)) == ["down.0.1", "up.3.1", "up.4.1"]
@@ -670,6 +680,19 @@ def test_a_run_continues_with_attention_at_more_resolutions_as_the_same_function
     partly = {**old, **{f"down.0.1.{k}": v for k, v in fresh.down[0][1].state_dict().items() if k.startswith("q.")}}
     with pytest.raises(RuntimeError, match="only partly"):
         load_weights(build_models(more, 0, torch.device("cpu"))[0], partly)
+
+
+def test_a_run_continues_with_late_self_attention_as_the_same_function(tmp_path):
+    from bench.train import build_models
+    from bench.training import load_weights, model_weights
+    from imagen.nn import Attention
+
+    state, more, _, _ = _continued_as_the_same_function(tmp_path, {**TINY, "late_self_attention": [8]})
+    fresh = build_models(more, 0, torch.device("cpu"))[0]
+    grown = load_weights(fresh, model_weights(state))
+    # every 8 px block (one down, the two middle ones, two up) ends with its new self-attention
+    assert grown == ["down.2.2", "mid.0.2", "mid.1.2", "up.0.2", "up.1.2"]
+    assert all(isinstance(fresh.get_submodule(n), Attention) and not fresh.get_submodule(n).is_cross for n in grown)
 
 
 def test_init_from_a_base_with_attention_at_fewer_resolutions_grows_it(tmp_path):
