@@ -111,23 +111,23 @@ class Cascade:
                steps: int = 25, kind: SamplerKind = "ddim", grid: Grid = "time",
                thresholding: Thresholding = "dynamic",
                percentile: float = 0.995, sr_steps: int | None = None, sr_weight: float | None = None,
-               aug_level: float = 0.0, on_step=None) -> torch.Tensor:
+               aug_level: float = 0.0, interval: tuple[float, float] | None = None, on_step=None) -> torch.Tensor:
         """Images in [-1, 1] at the last stage's size, one per row of ``tokens``.
 
         ``w`` is the base stage's per-row guidance weight; SR stages use ``sr_weight`` (None:
         the same w). ``aug_level`` is the noise-conditioning-augmentation level at which SR
-        stages see the low-res image (paper section 2.5). ``kind`` and ``grid`` (the time grid) apply to
-        every stage; the run config's defaults are in conf/sampler/, these are the function's. The
+        stages see the low-res image (paper section 2.5). ``kind``, ``grid`` (the time grid) and ``interval``
+        (guidance only at t in it; None: at every step) apply to every stage; the run config's defaults are in conf/sampler/, these are the function's. The
         U-Net forwards run in the cascade's ``dtype`` (autocast), everything else in float32.
         """
         dev = self.device
         tokens, mask, w = tokens.to(dev), mask.to(dev), w.to(dev)
         with torch.autocast(dev.type, dtype=getattr(torch, self.dtype), enabled=self.dtype != "float32"):
             return self._sample(tokens, mask, w, seeds, steps, kind, grid, thresholding, percentile, sr_steps,
-                                sr_weight, aug_level, on_step)
+                                sr_weight, aug_level, interval, on_step)
 
     def _sample(self, tokens, mask, w, seeds, steps, kind, grid, thresholding, percentile, sr_steps, sr_weight,
-                aug_level, on_step) -> torch.Tensor:
+                aug_level, interval, on_step) -> torch.Tensor:
         dev, x = self.device, None
         for i, st in enumerate(self.stages):
             size = st.cfg.image_size
@@ -137,14 +137,14 @@ class Cascade:
             if st.cfg.kind == "base":
                 x = sample(st.model, x_T, tokens, mask, w, steps=steps, kind=kind, grid=grid,
                            prediction=st.cfg.prediction, thresholding=thresholding, percentile=percentile,
-                           generators=gens, on_step=on_step)
+                           generators=gens, on_step=on_step, interval=interval)
             else:
                 level = torch.full((x.shape[0],), float(aug_level), device=dev)
                 lowres = q_sample(x, level, per_row_randn(generators(seeds, i, "aug"), x.shape[1:], dev))
                 w_sr = w if sr_weight is None else torch.full_like(w, float(sr_weight))
                 x = sample(st.model, x_T, tokens, mask, w_sr, steps=sr_steps or steps, kind=kind, grid=grid,
                            prediction=st.cfg.prediction, thresholding=thresholding, percentile=percentile,
-                           generators=gens, lowres=lowres, aug_level=level, on_step=on_step)
+                           generators=gens, lowres=lowres, aug_level=level, on_step=on_step, interval=interval)
         return x
 
 

@@ -2,7 +2,8 @@
 
 DDIM (eta = 0, Song et al. 2021) or ancestral DDPM steps over a grid of continuous times
 1 = t_0 > t_1 > ... > t_N = 0 (``grid``: evenly spaced in t, or in log-SNR: ``imagen.schedule.time_grid``),
-with classifier-free guidance (``imagen.guidance.guide``) and static or dynamic thresholding of x0_pred
+with classifier-free guidance (``imagen.guidance.guide``; at every step, or only at the noise levels of an
+``interval``, Kynkaanniemi et al. 2024) and static or dynamic thresholding of x0_pred
 (``imagen.thresholding``) at every step. ``kind="dpmpp_2m"`` hands the same arguments to the
 multistep DPM-Solver++(2M) of ``imagen.dpm_solver`` (same grids, guidance and thresholding), and
 ``kind="dpmpp_2m_sde"`` to its stochastic form, SDE-DPM-Solver++(2M).
@@ -13,7 +14,7 @@ from typing import Callable, Literal, Sequence, get_args
 
 import torch
 
-from .dpm_solver import data_prediction, guided_rows, sample_dpmpp_2m
+from .dpm_solver import Interval, data_prediction, guided_rows, sample_dpmpp_2m, step_weights
 from .noise import per_row_randn
 from .schedule import Grid, Prediction, alpha_sigma, time_grid
 from .thresholding import Thresholding
@@ -46,13 +47,15 @@ def sample(
     lowres: torch.Tensor | None = None,
     aug_level: torch.Tensor | None = None,
     on_step: Callable[[int], None] | None = None,
+    interval: Interval | None = None,
 ) -> torch.Tensor:
     """Draw x_0 ~ p(x_0 | text) starting from the noise ``x_T`` (B, C, H, W).
 
     ``w`` holds one guidance weight per row. Rows with w != 1 get an unconditional pass,
     evaluated in the same forward as the conditional one (cond rows, then uncond rows).
     ``generators`` (one per row) feed the fresh noise of ancestral DDPM and SDE-DPM-Solver++(2M) steps.
-    ``grid``: the time grid, ``time`` or ``logsnr`` (``imagen.schedule.time_grid``).
+    ``grid``: the time grid, ``time`` or ``logsnr`` (``imagen.schedule.time_grid``). ``interval`` = (t_lo, t_hi):
+    guidance only at steps whose t lies in it (``imagen.dpm_solver.step_weights``); None: every step.
     """
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
@@ -60,17 +63,19 @@ def sample(
     if kind in ("dpmpp_2m", "dpmpp_2m_sde"):
         return sample_dpmpp_2m(model, x_T, tokens, mask, w, steps=steps, grid=grid, prediction=prediction,
                                thresholding=thresholding, percentile=percentile, generators=generators,
-                               lowres=lowres, aug_level=aug_level, on_step=on_step, sde=kind == "dpmpp_2m_sde")
+                               lowres=lowres, aug_level=aug_level, on_step=on_step, sde=kind == "dpmpp_2m_sde",
+                               interval=interval)
     if kind == "ddpm" and generators is None:
         raise ValueError("ddpm sampling needs one generator per row")
-    guided, drop = guided_rows(w, x_T.device)
     t_grid = time_grid(steps, grid)
     x_t = x_T
     for i in range(steps):
         t, s = float(t_grid[i]), float(t_grid[i + 1])
         # 1-3. one forward for [cond rows; uncond rows of the guided images], classifier-free guidance
-        #      out = out_uncond + w (out_cond - out_uncond), x0_pred thresholded in pixel space
-        x0_pred = data_prediction(model, x_t, t, tokens, mask, w, guided, drop, prediction, thresholding, percentile,
+        #      out = out_uncond + w (out_cond - out_uncond) (where t is in the interval), x0_pred thresholded
+        w_t = step_weights(w, t, interval)
+        guided, drop = guided_rows(w_t, x_T.device)
+        x0_pred = data_prediction(model, x_t, t, tokens, mask, w_t, guided, drop, prediction, thresholding, percentile,
                                   lowres, aug_level)
         if s <= 0.0:
             x_t = x0_pred

@@ -269,3 +269,39 @@ def test_cascade_samples_dpmpp_2m_from_config(tiny_cascade):
     c = tiny_cascade.sample(tokens, mask, w, [3, 4], steps=3, sr_steps=2, kind="ddim", aug_level=s.aug_level)
     assert a.shape == (2, 3, 32, 32) and torch.isfinite(a).all() and torch.equal(a, b)
     assert not torch.allclose(a, c)
+
+
+@pytest.mark.parametrize("kind", ["ddim", "ddpm", "dpmpp_2m", "dpmpp_2m_sde"])
+def test_guidance_interval_guides_only_the_steps_inside_it(kind):
+    """``interval=(t_lo, t_hi)`` (Kynkaanniemi et al. 2024): a step whose t lies outside it is the step of w = 1,
+    without the unconditional pass; an interval holding every step is no interval."""
+    toy = _toy(guided=True)
+    x_T, tok, mask, w = _inputs(3, [1.0, 3.0, 5.0])
+    gens = lambda: [torch.Generator().manual_seed(r) for r in range(3)]  # noqa: E731
+    run = lambda w, interval: sample(toy, x_T, tok, mask, w, steps=6, kind=kind, prediction="v",  # noqa: E731
+                                     thresholding="dynamic", generators=gens(), interval=interval)
+    everywhere = run(w, None)
+    torch.testing.assert_close(run(w, (0.0, 1.0)), everywhere, atol=0, rtol=0)
+    torch.testing.assert_close(run(w, (0.0, 0.1)), run(torch.ones(3), None), atol=0, rtol=0)  # no t of the grid in it
+    toy.inputs.clear()
+    middle = run(w, (0.3, 0.7))          # the 6-step grid's t: 1, 5/6, 2/3, 1/2, 1/3, 1/6
+    assert [x.shape[0] for x in toy.inputs] == [3, 3, 5, 5, 5, 3]     # 3 cond rows, + 2 uncond where guided
+    torch.testing.assert_close(middle[0], everywhere[0], atol=0, rtol=0)   # the w = 1 row is unchanged
+    assert not torch.allclose(middle[1:], everywhere[1:])
+
+
+def test_guidance_interval_from_config():
+    from bench.generators import build_generator, sampler_settings
+    from conftest import resolved
+
+    cfg = resolved("config", ["model=imagen_tiny"])
+    assert sampler_settings(cfg).interval is None                      # the default: every step guided
+    assert sampler_settings(resolved("config", ["model=imagen_tiny", "guidance.interval=[0.3,0.8]"])).interval == (0.3, 0.8)
+    for bad, message in (([0.8, 0.3], "expected 0 <= t_lo < t_hi <= 1, got \\[0.8, 0.3\\]"),
+                         ([-0.1, 0.5], "expected 0 <= t_lo < t_hi <= 1"), ([0.3], "expected null or \\[t_lo, t_hi\\]"),
+                         ("middle", "expected null or")):
+        with pytest.raises(ValueError, match=f"guidance.interval: {message}"):
+            sampler_settings({**cfg, "guidance": {**cfg["guidance"], "interval": bad}})
+    python = {**cfg, "model": {"kind": "python", "target": "math:sqrt"}, "guidance": {**cfg["guidance"], "interval": [0.3, 0.8]}}
+    with pytest.raises(ValueError, match="guidance.interval applies to the built-in cascade's sampler"):
+        build_generator(python)

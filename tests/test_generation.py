@@ -145,3 +145,7 @@ def test_run_directories_from_before_a_new_generation_key_still_resume(tmp_path)
     rundir.check_generation(tmp_path, {**old, "sampler.grid": "time"}, True)
     with pytest.raises(rundir.RunConfigMismatch, match="sampler.grid"):
         rundir.check_generation(tmp_path, {**old, "sampler.grid": "logsnr"}, True)
+    # and before ``guidance.interval``: every step was guided
+    rundir.check_generation(tmp_path, {**old, "sampler.grid": "time", "guidance.interval": None}, True)
+    with pytest.raises(rundir.RunConfigMismatch, match="guidance.interval"):
+        rundir.check_generation(tmp_path, {**old, "guidance.interval": [0.3, 0.8]}, True)

@@ -26,6 +26,7 @@ class SamplerSettings:
     sr_steps: int | None = None
     sr_weight: float | None = None
     aug_level: float = 0.0
+    interval: tuple[float, float] | None = None   # guidance.interval: guidance only at t in [t_lo, t_hi]
 
 
 class CascadeGenerator:
@@ -78,7 +79,7 @@ class CascadeGenerator:
         w = torch.tensor([j.guidance_weight for j in jobs], dtype=torch.float32)
         x = self.cascade.sample(tokens, mask, w, [j.seed for j in jobs], steps=s.steps, kind=s.kind, grid=s.grid,
                                 thresholding=s.thresholding, percentile=s.percentile, sr_steps=s.sr_steps,
-                                sr_weight=s.sr_weight, aug_level=s.aug_level)
+                                sr_weight=s.sr_weight, aug_level=s.aug_level, interval=s.interval)
         finite = torch.isfinite(x.flatten(1)).all(1)
         if not bool(finite.all()):
             row = int((~finite).nonzero()[0])

@@ -116,7 +116,7 @@ def write_metrics(run_dir: str | os.PathLike, table: pd.DataFrame) -> Path:
 
 # generation.json keys added after run directories were first written, with the value that the images of a
 # run directory without the key were made with (so older run directories resume and compare as before)
-ADDED_GENERATION_KEYS: dict[str, Any] = {"sampler.grid": "time", "model.dtype": "float32"}
+ADDED_GENERATION_KEYS: dict[str, Any] = {"sampler.grid": "time", "model.dtype": "float32", "guidance.interval": None}
 
 
 def with_added_keys(settings: dict[str, Any], present: dict[str, Any]) -> dict[str, Any]:
