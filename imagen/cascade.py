@@ -117,8 +117,9 @@ class Cascade:
         ``w`` is the base stage's per-row guidance weight; SR stages use ``sr_weight`` (None:
         the same w). ``aug_level`` is the noise-conditioning-augmentation level at which SR
         stages see the low-res image (paper section 2.5). ``kind``, ``grid`` (the time grid) and ``interval``
-        (guidance only at t in it; None: at every step) apply to every stage; the run config's defaults are in conf/sampler/, these are the function's. The
-        U-Net forwards run in the cascade's ``dtype`` (autocast), everything else in float32.
+        (guidance only at t in it; None: at every step) apply to every stage; the run config's defaults are in
+        conf/sampler/ and conf/guidance/, these are the function's. The U-Net forwards run in the cascade's
+        ``dtype`` (autocast), everything else in float32.
         """
         dev = self.device
         tokens, mask, w = tokens.to(dev), mask.to(dev), w.to(dev)
