@@ -66,11 +66,12 @@ def guided_rows(w: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, to
 
 
 def data_prediction(model: Callable[..., torch.Tensor], x_t: torch.Tensor, t: float, tokens: torch.Tensor,
-                    mask: torch.Tensor, w: torch.Tensor, guided: torch.Tensor, drop: torch.Tensor,
-                    prediction: Prediction, thresholding: Thresholding, percentile: float,
-                    lowres: torch.Tensor | None, aug_level: torch.Tensor | None) -> torch.Tensor:
-    """x0_pred = x_theta(x_t, t): one forward of [cond rows; uncond rows of the guided images], guided, thresholded."""
+                    mask: torch.Tensor, w: torch.Tensor, prediction: Prediction, thresholding: Thresholding,
+                    percentile: float, lowres: torch.Tensor | None, aug_level: torch.Tensor | None) -> torch.Tensor:
+    """x0_pred = x_theta(x_t, t): one forward of [cond rows; uncond rows of the guided images (w != 1)], guided,
+    thresholded."""
     b = x_t.shape[0]
+    guided, drop = guided_rows(w, x_t.device)
     x_in = torch.cat([x_t, x_t[guided]])
     t_in = torch.full((x_in.shape[0],), t, device=x_t.device)
     extra = {}
@@ -131,9 +132,8 @@ def sample_dpmpp_2m(
     x_t, x0_prev, h_prev = x_T, None, None
     for i in range(steps):
         # 1. the data prediction x0_pred = x_theta(x_{t_i}, t_i), guided (where t_i is in the interval), thresholded
-        w_i = step_weights(w, float(t_grid[i]), interval)
-        guided, drop = guided_rows(w_i, x_T.device)
-        x0_pred = data_prediction(model, x_t, float(t_grid[i]), tokens, mask, w_i, guided, drop, prediction,
+        t_i = float(t_grid[i])
+        x0_pred = data_prediction(model, x_t, t_i, tokens, mask, step_weights(w, t_i, interval), prediction,
                                   thresholding, percentile, lowres, aug_level)
         if sigma[i + 1] <= 0.0:
             # 2c. last step, first order, to sigma = 0 (lambda = inf): x_0 = D = x0_pred

@@ -14,7 +14,7 @@ from typing import Callable, Literal, Sequence, get_args
 
 import torch
 
-from .dpm_solver import Interval, data_prediction, guided_rows, sample_dpmpp_2m, step_weights
+from .dpm_solver import Interval, data_prediction, sample_dpmpp_2m, step_weights
 from .noise import per_row_randn
 from .schedule import Grid, Prediction, alpha_sigma, time_grid
 from .thresholding import Thresholding
@@ -73,10 +73,8 @@ def sample(
         t, s = float(t_grid[i]), float(t_grid[i + 1])
         # 1-3. one forward for [cond rows; uncond rows of the guided images], classifier-free guidance
         #      out = out_uncond + w (out_cond - out_uncond) (where t is in the interval), x0_pred thresholded
-        w_t = step_weights(w, t, interval)
-        guided, drop = guided_rows(w_t, x_T.device)
-        x0_pred = data_prediction(model, x_t, t, tokens, mask, w_t, guided, drop, prediction, thresholding, percentile,
-                                  lowres, aug_level)
+        x0_pred = data_prediction(model, x_t, t, tokens, mask, step_weights(w, t, interval), prediction,
+                                  thresholding, percentile, lowres, aug_level)
         if s <= 0.0:
             x_t = x0_pred
         else:
